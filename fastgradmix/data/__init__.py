@@ -1,0 +1,1 @@
+"""Datasets, OSR protocols and their class splits, and the two-view augmentation."""

@@ -1,0 +1,184 @@
+"""Contrastive losses: one masked log-softmax giving SupCon and SimCLR, plus GradMix's mix term.
+
+Every loss runs in fp32, also under autocast: with temperature 0.05 the logits reach 20 and a
+bf16/fp16 softmax over them loses the small differences the loss lives on.
+
+``contrastive_loss_per_anchor`` is the general form (anchors against a bank with explicit masks)
+so that a distributed caller can pass its local anchors and a globally gathered bank.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "contrastive_loss",
+    "contrastive_loss_per_anchor",
+    "gradmix_objective",
+    "mix_loss_per_sample",
+    "simclr_loss",
+    "supcon_loss",
+]
+
+
+def _masked_logsumexp(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logsumexp over the True entries of each row, safe for rows with no True entry.
+
+    Returns (log_sum (A,), row_is_empty (A,)). Empty rows get 0 (not -inf) and a zero gradient:
+    torch.logsumexp over an all -inf row returns -inf and its backward gives exp(-inf + inf) = NaN.
+    """
+    masked_logits = logits.masked_fill(~mask, float("-inf"))  # (A, B)
+    row_max = masked_logits.amax(dim=1, keepdim=True)  # (A, 1), -inf on empty rows
+    row_is_empty = ~torch.isfinite(row_max.squeeze(1))  # (A,)
+    # The shift only needs to be a constant per row; detaching it saves a backward path whose
+    # contributions cancel anyway, and zeroing it on empty rows keeps -inf out of the arithmetic.
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max)).detach()
+    # where() rather than multiply-by-mask: masked entries become exp(-inf) = 0 exactly, and no
+    # exp(large) * 0 = inf * 0 can appear for masked entries above the row maximum.
+    shifted = torch.where(mask, logits - row_max, torch.full_like(logits, float("-inf")))  # (A, B)
+    sum_exp = shifted.exp().sum(dim=1)  # (A,), >= 1 on non-empty rows (the max term is exp(0))
+    sum_exp = torch.where(row_is_empty, torch.ones_like(sum_exp), sum_exp)
+    return sum_exp.log() + row_max.squeeze(1), row_is_empty
+
+
+def contrastive_loss_per_anchor(
+    anchors: torch.Tensor,
+    bank: torch.Tensor,
+    positive_mask: torch.Tensor,
+    valid_mask: torch.Tensor,
+    temperature: float | torch.Tensor,
+    negatives_only: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-anchor contrastive loss of ``anchors`` (A, D) against ``bank`` (B, D).
+
+    ``valid_mask`` (A, B) says which bank entries take part for each anchor at all (False for the
+    anchor itself); ``positive_mask`` (A, B) marks its positives, which must also be valid.
+    logits = anchors @ bank.T / temperature. For each positive p,
+    log_prob(p) = logits[a, p] - logsumexp(logits[a, b] over the denominator set), and
+    loss[a] = -mean over positives of log_prob(p). The denominator set is every valid entry (the
+    Khosla et al. SupCon form, default) or, with ``negatives_only``, the valid non-positive
+    entries (eq. 2 of the GradMix paper).
+
+    Returns ``(loss (A,), has_positive (A,) bool)``; loss is fp32 (float64 for float64 inputs).
+    ``has_positive`` marks the anchors that contribute: at least one positive and a non-empty
+    denominator (the latter only matters with ``negatives_only``, where an anchor without
+    negatives has nothing to contrast against). The other anchors get loss 0 with a zero (finite)
+    gradient.
+    """
+    # at least fp32: half inputs are upcast, float64 stays float64 (gradcheck, reference checks)
+    compute_dtype = torch.promote_types(torch.promote_types(anchors.dtype, bank.dtype), torch.float32)
+    with torch.autocast(device_type=anchors.device.type, enabled=False):
+        anchors = anchors.to(compute_dtype)
+        bank = bank.to(compute_dtype)
+        positive_mask = positive_mask & valid_mask  # (A, B); a positive outside the valid set is ignored
+        logits = anchors @ bank.T / temperature  # (A, B)
+
+        denominator_mask = valid_mask & ~positive_mask if negatives_only else valid_mask  # (A, B)
+        log_denominator, denominator_is_empty = _masked_logsumexp(logits, denominator_mask)  # (A,)
+
+        log_prob = logits - log_denominator.unsqueeze(1)  # (A, B)
+        positive_count = positive_mask.sum(dim=1)  # (A,)
+        positive_log_prob_sum = torch.where(positive_mask, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+        has_positive = (positive_count > 0) & ~denominator_is_empty  # (A,)
+        # clamp, not a branch: anchors without positives divide 0 by 1 instead of syncing the host
+        loss = -positive_log_prob_sum / positive_count.clamp_min(1).to(log_prob.dtype)  # (A,)
+        loss = torch.where(has_positive, loss, torch.zeros_like(loss))
+    return loss, has_positive
+
+
+def contrastive_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float | torch.Tensor = 0.05,
+    negatives_only: bool = False,
+) -> torch.Tensor:
+    """Mean contrastive loss over ``features`` (M, D) whose positives share a label (M,).
+
+    Anchor i's positives are all k != i with labels[k] == labels[i]; every k != i is valid. The
+    mean runs over anchors that contribute (see ``contrastive_loss_per_anchor``); 0 when none do.
+    """
+    num_features = features.shape[0]
+    not_self = ~torch.eye(num_features, dtype=torch.bool, device=features.device)  # (M, M)
+    same_label = labels.unsqueeze(0) == labels.unsqueeze(1)  # (M, M)
+    loss, has_positive = contrastive_loss_per_anchor(
+        features, features, same_label & not_self, not_self, temperature, negatives_only
+    )
+    # sum / clamped count keeps the graph (a differentiable 0 when no anchor counts) and the host out
+    return loss.sum() / has_positive.sum().clamp_min(1).to(loss.dtype)
+
+
+def simclr_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float | torch.Tensor = 0.05,
+    negatives_only: bool = False,
+) -> torch.Tensor:
+    """SimCLR (NT-Xent) over two views z1, z2 (N, D): each feature's positive is its other view."""
+    image_index = torch.arange(z1.shape[0], device=z1.device)  # (N,)
+    return contrastive_loss(
+        torch.cat([z1, z2]), torch.cat([image_index, image_index]), temperature, negatives_only
+    )
+
+
+def supcon_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float | torch.Tensor = 0.05,
+    negatives_only: bool = False,
+) -> torch.Tensor:
+    """SupCon over two views z1, z2 (N, D) with class labels (N,): positives share the class."""
+    return contrastive_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), temperature, negatives_only)
+
+
+def mix_loss_per_sample(
+    z_mix: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float | torch.Tensor = 0.05,
+    negatives_only: bool = False,
+) -> torch.Tensor:
+    """GradMix's l_mix(i) (N,): anchor z_mix[i], positive z2[i], negatives z1[j] and z2[j], j != i.
+
+    z1[i] takes no part: the mixed view was made from view 1 of image i, so it is neither a fair
+    negative nor the positive the paper names.
+    """
+    num_images = z1.shape[0]
+    same_image = torch.eye(num_images, dtype=torch.bool, device=z1.device)  # (N, N)
+    # bank = cat(z1, z2): columns [0, N) are view 1, [N, 2N) view 2
+    positive_mask = torch.cat([torch.zeros_like(same_image), same_image], dim=1)  # (N, 2N)
+    valid_mask = torch.cat([~same_image, torch.ones_like(same_image)], dim=1)  # (N, 2N)
+    loss, _ = contrastive_loss_per_anchor(
+        z_mix, torch.cat([z1, z2]), positive_mask, valid_mask, temperature, negatives_only
+    )
+    return loss
+
+
+def gradmix_objective(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    labels: torch.Tensor,
+    z_mix: torch.Tensor | None = None,
+    mix_weights: torch.Tensor | None = None,
+    theta: float = 1.0,
+    lam: float = 1.2,
+    temperature: float | torch.Tensor = 0.05,
+    negatives_only: bool = False,
+) -> dict[str, torch.Tensor]:
+    """L = theta * L_supcon + lam * (L_simclr + mean_i(w_i * l_mix(i))), and its parts.
+
+    z1, z2, z_mix are (N, D) L2-normalised features; labels (N,); mix_weights (N,) are the w_i
+    (box area fractions; all ones when None). Without z_mix the mix term is a zero tensor. Returns
+    scalar fp32 tensors (float64 for float64 features) under "loss", "supcon", "simclr" and "mix".
+    """
+    supcon = supcon_loss(z1, z2, labels, temperature, negatives_only)
+    simclr = simclr_loss(z1, z2, temperature, negatives_only)
+    if z_mix is None:
+        mix = torch.zeros((), dtype=supcon.dtype, device=supcon.device)
+    else:
+        per_sample = mix_loss_per_sample(z_mix, z1, z2, temperature, negatives_only)  # (N,)
+        if mix_weights is not None:
+            per_sample = per_sample * mix_weights.to(per_sample.dtype)
+        mix = per_sample.mean()
+    loss = theta * supcon + lam * (simclr + mix)
+    return {"loss": loss, "supcon": supcon, "simclr": simclr, "mix": mix}

@@ -1,0 +1,245 @@
+"""python -m fastgradmix.train: config -> data -> model -> training loop -> open-set evaluation.
+
+Read top to bottom, this is the whole run. Outputs go to the run folder: config.json, metrics.jsonl,
+last.pt (written atomically after every epoch; --resume continues from it exactly), results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import load_checkpoint, save_checkpoint, write_json
+from .config import Config, merge, parse_args, validate
+from .data.augment import AugmentSpec, two_views
+from .data.protocols import build_protocol
+from .errors import UserError, run_cli
+from .evaluation import evaluate_open_set
+from .models import build_model
+from .step import TrainStep
+
+PROG = "fastgradmix.train"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu (or auto)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
+    """Cosine decay from base_lr to 0 over the whole run, evaluated per step."""
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """Data order, views and GradMix draws of an epoch depend only on (seed, epoch): a resumed run
+    replays exactly what an uninterrupted one would have done, with no RNG state to save."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + epoch)
+    return generator
+
+
+def prepare_run_dir(cfg: Config) -> tuple[Path, dict | None]:
+    """Decides where the run lives and loads its checkpoint when resuming; writes nothing."""
+    run_dir = Path(cfg.run_dir_name())
+    checkpoint = None
+    if cfg.resume:
+        checkpoint = load_checkpoint(run_dir / "last.pt")
+    elif (run_dir / "last.pt").exists() or (run_dir / "results.json").exists():
+        if not cfg.overwrite:
+            raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to "
+                            "replace it, or --out to choose another folder")
+    return run_dir, checkpoint
+
+
+def load_config(argv: list[str] | None) -> tuple[Config, dict]:
+    cfg, explicit = parse_args(argv, PROG)
+    if cfg.resume:
+        saved_path = Path(cfg.run_dir_name()) / "config.json"
+        if not saved_path.is_file():
+            raise UserError(f"--resume: {saved_path} not found; start a new run without --resume")
+        try:
+            saved = json.loads(saved_path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"--resume: cannot read {saved_path} ({err})") from None
+        cfg = merge(explicit, saved)
+        cfg.resume = True
+    validate(cfg)
+    return cfg, explicit
+
+
+def train(cfg: Config) -> dict:
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir, checkpoint = prepare_run_dir(cfg)
+
+    # data: the protocol's images as uint8 tensors, kept on the device (they are small for the
+    # array-backed protocols); views are made there in batched tensor ops
+    data = build_protocol(cfg.protocol, cfg.split, cfg.image_size, cfg.data_root)
+    n_train = data.train_images.shape[0]
+    if n_train < cfg.batch_size:
+        raise UserError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training images of "
+                        f"{cfg.protocol}; choose a smaller batch")
+    spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std,
+                       flip=not data.digit_like, color=not data.digit_like)
+    train_images = data.train_images.to(device)
+    train_labels = data.train_labels.to(device)
+
+    # model and optimiser
+    torch.manual_seed(cfg.seed)
+    try:
+        model = build_model(cfg.arch, data.channels, cfg.stem, cfg.width, cfg.feature_dim,
+                            cfg.channels_last).to(device)
+        for name in cfg.cam_layer_list():
+            model.cam_module(name)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_fn = TrainStep(model, optimizer, cfg, device)
+    if cfg.amp and device.type == "cpu":
+        print(f"{PROG}: note: --amp on CPU runs bf16 autocast; it is only faster on CPUs with bf16 support",
+              file=sys.stderr)
+
+    steps_per_epoch = n_train // cfg.batch_size  # the last partial batch is dropped
+    total_steps = steps_per_epoch * cfg.epochs
+    start_epoch, train_wall_s = 0, 0.0
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            step_fn.scaler.load_state_dict(checkpoint["scaler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise UserError(f"checkpoint {run_dir / 'last.pt'} does not fit this configuration "
+                            f"({str(err).splitlines()[0]})") from None
+        start_epoch, train_wall_s = checkpoint["epoch"], checkpoint["train_wall_s"]
+
+    # the run folder is written only now that everything has been validated
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    metrics_path = run_dir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, start_epoch * steps_per_epoch)
+
+    end_epoch = cfg.epochs if cfg.stop_after == 0 else min(cfg.epochs, start_epoch + cfg.stop_after)
+    progress = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
+                    disable=not cfg.progress, dynamic_ncols=True)
+    model.train()
+    for epoch in range(start_epoch, end_epoch):
+        epoch_start = time.perf_counter()
+        generator = epoch_generator(cfg.seed, epoch, device)
+        order = torch.randperm(n_train, generator=generator, device=device)
+        pending, window_start, window_images = [], time.perf_counter(), 0
+        for index in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + index
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(cfg.lr, step, total_steps)
+            batch = order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
+            view1, view2 = two_views(train_images[batch], spec, generator)
+            losses = step_fn(view1, view2, train_labels[batch], generator)
+            pending.append(losses)
+            window_images += cfg.batch_size
+            progress.update(1)
+            if len(pending) == cfg.log_every or index == steps_per_epoch - 1:
+                # the only read-back of the loop: averaged losses of the last log_every steps
+                means = _mean_losses(pending)
+                if not math.isfinite(means["loss"]):
+                    raise UserError(f"the loss became non-finite at step {step} (epoch {epoch}); the learning "
+                                    f"rate ({cfg.lr}) may be too high; {run_dir / 'last.pt'} still holds the "
+                                    "last good epoch")
+                elapsed = time.perf_counter() - window_start
+                record = {"epoch": epoch, "step": step, **means, "lr": optimizer.param_groups[0]["lr"],
+                          "images_per_s": window_images / elapsed}
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.3f}",
+                                     img_s=f"{record['images_per_s']:.0f}")
+                pending, window_start, window_images = [], time.perf_counter(), 0
+        train_wall_s += time.perf_counter() - epoch_start
+        save_checkpoint(run_dir / "last.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": step_fn.scaler.state_dict(), "epoch": epoch + 1, "train_wall_s": train_wall_s,
+            "config": cfg.to_dict(), "version": __version__,
+        })
+    progress.close()
+    if end_epoch < cfg.epochs:
+        print(f"{PROG}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with "
+              f"--resume --out {run_dir}", file=sys.stderr)
+        return {}
+
+    scores = evaluate_open_set(model, data, spec, cfg.topk, cfg.eval_batch_size, device, cfg.channels_last,
+                               cfg.progress)
+    images_seen = total_steps * cfg.batch_size
+    results = {
+        "protocol": cfg.protocol, "split": cfg.split, "method": cfg.method, "aug": cfg.aug,
+        "epochs": cfg.epochs, "seed": cfg.seed, **scores,
+        "n_train": n_train, "n_known_test": data.n_known_test, "n_unknown_test": data.n_unknown_test,
+        "known_classes": data.known_classes, "unknown_classes": data.unknown_classes,
+        "train_wall_s": train_wall_s, "images_per_s": images_seen / max(train_wall_s, 1e-9),
+        "device": _device_name(device), "torch": torch.__version__, "fastgradmix": __version__,
+        "python": platform.python_version(),
+    }
+    write_json(run_dir / "results.json", results)
+    _print_table(results, run_dir)
+    return results
+
+
+def _mean_losses(pending: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Averages each loss term over the pending steps with a single device-to-host copy."""
+    names = list(pending[0])
+    stacked = torch.stack([torch.stack([losses[name] for losses in pending]).mean() for name in names])
+    return dict(zip(names, stacked.tolist(), strict=True))
+
+
+def _truncate_metrics(path: Path, keep_below_step: int) -> None:
+    """On resume, drop log lines of the epoch that was interrupted; it is replayed from its start."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip()
+            and json.loads(line)["step"] < keep_below_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _print_table(results: dict, run_dir: Path) -> None:
+    rows = [
+        ("protocol / split", f"{results['protocol']} / {results['split']}"),
+        ("AUROC (known vs unknown)", f"{results['auroc']:.4f}"),
+        ("closed-set accuracy", f"{results['closed_acc']:.4f}"),
+        ("openness", f"{results['openness']:.4f}"),
+        ("train / known test / unknown test", f"{results['n_train']} / {results['n_known_test']} / "
+                                              f"{results['n_unknown_test']}"),
+        ("training time", f"{results['train_wall_s']:.1f} s ({results['images_per_s']:.0f} images/s)"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"results: {run_dir / 'results.json'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    def run() -> None:
+        cfg, _ = load_config(argv)
+        train(cfg)
+
+    run_cli(run, PROG)
+
+
+if __name__ == "__main__":
+    main()
