@@ -19,7 +19,8 @@ from tqdm import tqdm
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint, write_json
 from .config import Config, merge, parse_args, validate
-from .data.augment import AugmentSpec, two_views
+from .data.augment import AugmentSpec
+from .data.loaders import DeviceResidentLoader, seeded_generator
 from .data.protocols import build_protocol
 from .errors import UserError, run_cli
 from .evaluation import evaluate_open_set
@@ -40,14 +41,6 @@ def resolve_device(name: str) -> torch.device:
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
     """Cosine decay from base_lr to 0 over the whole run, evaluated per step."""
     return 0.5 * base_lr * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """Data order, views and GradMix draws of an epoch depend only on (seed, epoch): a resumed run
-    replays exactly what an uninterrupted one would have done, with no RNG state to save."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed * 1_000_003 + epoch)
-    return generator
 
 
 def prepare_run_dir(cfg: Config) -> tuple[Path, dict | None]:
@@ -94,8 +87,7 @@ def train(cfg: Config) -> dict:
                         f"{cfg.protocol}; choose a smaller batch")
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std,
                        flip=not data.digit_like, color=not data.digit_like)
-    train_images = data.train_images.to(device)
-    train_labels = data.train_labels.to(device)
+    loader = DeviceResidentLoader(data.train_images, data.train_labels, spec, cfg.batch_size, cfg.seed, device)
 
     # model and optimiser
     torch.manual_seed(cfg.seed)
@@ -112,7 +104,7 @@ def train(cfg: Config) -> dict:
         print(f"{PROG}: note: --amp on CPU runs bf16 autocast; it is only faster on CPUs with bf16 support",
               file=sys.stderr)
 
-    steps_per_epoch = n_train // cfg.batch_size  # the last partial batch is dropped
+    steps_per_epoch = loader.steps_per_epoch
     total_steps = steps_per_epoch * cfg.epochs
     start_epoch, train_wall_s = 0, 0.0
     if checkpoint is not None:
@@ -137,16 +129,13 @@ def train(cfg: Config) -> dict:
     model.train()
     for epoch in range(start_epoch, end_epoch):
         epoch_start = time.perf_counter()
-        generator = epoch_generator(cfg.seed, epoch, device)
-        order = torch.randperm(n_train, generator=generator, device=device)
+        mix_generator = seeded_generator(cfg.seed, epoch, stream=1, device=device)  # GradMix's draws
         pending, window_start, window_images = [], time.perf_counter(), 0
-        for index in range(steps_per_epoch):
+        for index, (view1, view2, labels) in enumerate(loader.epoch(epoch)):
             step = epoch * steps_per_epoch + index
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(cfg.lr, step, total_steps)
-            batch = order[index * cfg.batch_size:(index + 1) * cfg.batch_size]
-            view1, view2 = two_views(train_images[batch], spec, generator)
-            losses = step_fn(view1, view2, train_labels[batch], generator)
+            losses = step_fn(view1, view2, labels, mix_generator)
             pending.append(losses)
             window_images += cfg.batch_size
             progress.update(1)
