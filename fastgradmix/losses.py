@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from . import dist
+
 __all__ = [
     "contrastive_loss",
     "contrastive_loss_per_anchor",
@@ -96,15 +98,25 @@ def contrastive_loss(
 
     Anchor i's positives are all k != i with labels[k] == labels[i]; every k != i is valid. The
     mean runs over anchors that contribute (see ``contrastive_loss_per_anchor``); 0 when none do.
+
+    Under torch.distributed the bank is every rank's features (gathered with gradient) and labels,
+    the anchors stay this rank's; the returned value is scaled so that the ranks' average (what DDP's
+    gradient averaging optimises) is exactly the single-process loss of the global batch.
     """
-    num_features = features.shape[0]
-    not_self = ~torch.eye(num_features, dtype=torch.bool, device=features.device)  # (M, M)
-    same_label = labels.unsqueeze(0) == labels.unsqueeze(1)  # (M, M)
+    num_local = features.shape[0]
+    bank = dist.gather_with_grad(features)  # (W*M, D), rank order
+    bank_labels = dist.gather(labels)  # (W*M,)
+    self_index = dist.rank() * num_local + torch.arange(num_local, device=features.device)  # (M,)
+    columns = torch.arange(bank.shape[0], device=features.device)
+    not_self = columns.unsqueeze(0) != self_index.unsqueeze(1)  # (M, W*M)
+    same_label = labels.unsqueeze(1) == bank_labels.unsqueeze(0)  # (M, W*M)
     loss, has_positive = contrastive_loss_per_anchor(
-        features, features, same_label & not_self, not_self, temperature, negatives_only
+        features, bank, same_label & not_self, not_self, temperature, negatives_only
     )
-    # sum / clamped count keeps the graph (a differentiable 0 when no anchor counts) and the host out
-    return loss.sum() / has_positive.sum().clamp_min(1).to(loss.dtype)
+    # sum / clamped global count keeps the graph (a differentiable 0 when no anchor counts) and the
+    # host out; the world-size factor undoes the averaging over ranks
+    contributing = dist.all_reduce_sum(has_positive.sum()).clamp_min(1).to(loss.dtype)
+    return loss.sum() * dist.world_size() / contributing
 
 
 def simclr_loss(
@@ -113,8 +125,11 @@ def simclr_loss(
     temperature: float | torch.Tensor = 0.05,
     negatives_only: bool = False,
 ) -> torch.Tensor:
-    """SimCLR (NT-Xent) over two views z1, z2 (N, D): each feature's positive is its other view."""
-    image_index = torch.arange(z1.shape[0], device=z1.device)  # (N,)
+    """SimCLR (NT-Xent) over two views z1, z2 (N, D): each feature's positive is its other view.
+
+    Image ids are global (offset by the rank), so across ranks only the two views of one image match.
+    """
+    image_index = dist.rank() * z1.shape[0] + torch.arange(z1.shape[0], device=z1.device)  # (N,)
     return contrastive_loss(
         torch.cat([z1, z2]), torch.cat([image_index, image_index]), temperature, negatives_only
     )
@@ -141,16 +156,17 @@ def mix_loss_per_sample(
     """GradMix's l_mix(i) (N,): anchor z_mix[i], positive z2[i], negatives z1[j] and z2[j], j != i.
 
     z1[i] takes no part: the mixed view was made from view 1 of image i, so it is neither a fair
-    negative nor the positive the paper names.
+    negative nor the positive the paper names. Under torch.distributed j runs over the global batch.
     """
     num_images = z1.shape[0]
-    same_image = torch.eye(num_images, dtype=torch.bool, device=z1.device)  # (N, N)
-    # bank = cat(z1, z2): columns [0, N) are view 1, [N, 2N) view 2
-    positive_mask = torch.cat([torch.zeros_like(same_image), same_image], dim=1)  # (N, 2N)
-    valid_mask = torch.cat([~same_image, torch.ones_like(same_image)], dim=1)  # (N, 2N)
-    loss, _ = contrastive_loss_per_anchor(
-        z_mix, torch.cat([z1, z2]), positive_mask, valid_mask, temperature, negatives_only
-    )
+    # bank: per rank r, the block [z1_r; z2_r] of 2N rows, ranks in order
+    bank = dist.gather_with_grad(torch.cat([z1, z2]))  # (W*2N, D)
+    local = torch.arange(num_images, device=z1.device)
+    block = dist.rank() * 2 * num_images
+    columns = torch.arange(bank.shape[0], device=z1.device)
+    positive_mask = columns.unsqueeze(0) == (block + num_images + local).unsqueeze(1)  # (N, W*2N)
+    valid_mask = columns.unsqueeze(0) != (block + local).unsqueeze(1)  # (N, W*2N)
+    loss, _ = contrastive_loss_per_anchor(z_mix, bank, positive_mask, valid_mask, temperature, negatives_only)
     return loss
 
 

@@ -1,0 +1,60 @@
+"""Rank and world-size helpers that work with or without torch.distributed, and gathers for losses.
+
+Without an initialised process group everything degenerates to the single-process case (rank 0 of
+a world of 1, gathers return their input), so the same loss code runs everywhere. With one, the
+contrastive losses gather features *with gradient* and labels without, so SimCLR negatives and
+SupCon positives span the global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as torch_dist
+
+
+def is_distributed() -> bool:
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
+def world_size() -> int:
+    return torch_dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return torch_dist.get_rank() if is_distributed() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenates every rank's (n, ...) tensor into (world * n, ...), rank order, keeping gradients.
+
+    The backward of torch.distributed.nn's all_gather sums each rank's gradient for a block back
+    into the rank that owns it, so every rank's features receive the gradients of every rank's loss.
+    All ranks must pass tensors of the same shape.
+    """
+    if not is_distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor))
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Like gather_with_grad, for tensors that need no gradient (labels, evaluation features)."""
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    torch_dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks of a tensor without gradient; a no-op in a single process."""
+    if not is_distributed():
+        return tensor
+    total = tensor.clone()
+    torch_dist.all_reduce(total)
+    return total
