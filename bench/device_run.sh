@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# One prepared run for a lent GPU machine: the GPU kernel tests and the benchmarks, results under $OUT,
+# a short table printed last. Installs nothing from the network.
+#
+#   bash bench/device_run.sh                      # every section in DEFAULT_SECTIONS, about 6 minutes at most
+#   SECTIONS="kernel_tests" bash bench/device_run.sh
+#
+# Writes to $OUT (default: a new temporary folder): gpu.txt, versions.txt, <section>.log, kernel_tests.xml,
+# kernel_bench.json (pytest-benchmark), kernel_bench_ratios.txt/.json (the ratio table), summary.txt.
+#
+# Adding a section (later issues: training step, loaders): write section_NAME() below; it runs its command
+# with `run_with_timeout NAME SECONDS cmd...` (log in $OUT/NAME.log) and adds lines to the final table
+# with `summary ...`; then add NAME to DEFAULT_SECTIONS. Keep the sum of the timeouts near 6 minutes.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+DEFAULT_SECTIONS="kernel_tests kernel_bench"
+SECTIONS=${SECTIONS:-$DEFAULT_SECTIONS}
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+STATUS=0
+
+log() { echo "[device_run $(date +%H:%M:%S)] $*"; }
+summary() { echo "$*" >> "$SUMMARY"; }
+have_module() { "$PY" -c "import $1" > /dev/null 2>&1; }
+
+# run_with_timeout NAME SECONDS cmd...: SIGINT at the limit (pytest then still writes its summary and
+# JSON), SIGKILL 20 s later; output in $OUT/NAME.log; the exit status is kept for the final status.
+run_with_timeout() {
+    local name=$1 seconds=$2
+    shift 2
+    log "$name: up to ${seconds}s: $*"
+    timeout -s INT -k 20 "$seconds" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    [ "$rc" -ne 0 ] && STATUS=$rc
+    log "$name: exit $rc ($(tail -n 1 "$OUT/$name.log"))"
+    return "$rc"
+}
+
+setup() {
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+    else
+        echo "no nvidia-smi" > "$OUT/gpu.txt"
+    fi
+    "$PY" -c 'import torch, triton; print("torch", torch.__version__, "| triton", triton.__version__, "| cuda",
+torch.cuda.is_available(), "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")' \
+        > "$OUT/versions.txt" 2>&1
+    cat "$OUT/gpu.txt" "$OUT/versions.txt"
+    # fastgradmix.kernels lives in ./kernels (a package-dir mapping), so a plain PYTHONPATH=. is not enough.
+    # An offline editable install maps it; failing that, a folder of symlinks laid out as the package.
+    # FGM_NO_INSTALL=1 skips the install (read-only site-packages, or to leave the machine's Python alone).
+    SHADOW=""
+    if [ -n "${FGM_NO_INSTALL:-}" ] || \
+        ! "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$OUT/pip_install.log" 2>&1; then
+        SHADOW=$(mktemp -d)
+        mkdir "$SHADOW/fastgradmix"
+        for entry in fastgradmix/*; do ln -s "$PWD/$entry" "$SHADOW/fastgradmix/"; done
+        ln -s "$PWD/kernels" "$SHADOW/fastgradmix/kernels"
+        log "no editable install (FGM_NO_INSTALL, or see pip_install.log): fastgradmix from symlinks in $SHADOW"
+    fi
+    # pytest, with the symlink folder ahead of the working directory on sys.path when there is one
+    PYTEST=("$PY" -c 'import sys; first = sys.argv.pop(1); first and sys.path.insert(0, first); import pytest
+sys.exit(pytest.main(sys.argv[1:]))' "$SHADOW")
+    if ! have_module pytest; then
+        log "pytest is not installed here: nothing can run (pip install pytest pytest-benchmark from a wheel)"
+        summary "pytest missing: no section ran"
+        return 1
+    fi
+    have_module pytest_benchmark || log "pytest-benchmark is missing: bench/conftest.py times the benchmarks itself"
+}
+
+section_kernel_tests() {
+    local workers=()
+    have_module xdist && workers=(-n 4)  # Triton compiles each kernel variant once per process: spread them
+    run_with_timeout kernel_tests "${KERNEL_TESTS_TIMEOUT:-170}" "${PYTEST[@]}" tests/test_kernels_layercam.py \
+        tests/test_kernels_window_argmax.py tests/test_kernels_paste.py tests/test_kernels_gradmix.py \
+        -q -p no:cacheprovider -rs "${workers[@]}" --junitxml="$OUT/kernel_tests.xml"
+    summary "kernel tests (GPU): $(tail -n 1 "$OUT/kernel_tests.log")"
+}
+
+section_kernel_bench() {
+    local options=(-q -p no:cacheprovider)
+    have_module pytest_benchmark && options+=(--benchmark-json="$OUT/kernel_bench.json" --benchmark-max-time=0.5)
+    FGM_BENCH_SUMMARY="$OUT/kernel_bench_ratios.txt" run_with_timeout kernel_bench "${KERNEL_BENCH_TIMEOUT:-170}" \
+        "${PYTEST[@]}" bench/bench_kernels.py bench/bench_augmentation.py "${options[@]}"
+    summary "kernel + augmentation benchmarks: $(tail -n 1 "$OUT/kernel_bench.log")"
+}
+
+if setup; then
+    for section in $SECTIONS; do
+        if declare -F "section_$section" > /dev/null; then
+            "section_$section"
+        else
+            log "unknown section $section (known: $DEFAULT_SECTIONS)"
+            STATUS=2
+        fi
+    done
+else
+    STATUS=3
+fi
+
+echo
+echo "==================== device_run summary ($(cat "$OUT/gpu.txt" 2>/dev/null | head -n 1)) ===================="
+cat "$OUT/versions.txt" "$SUMMARY"
+for table in "$OUT"/*_ratios.txt; do
+    [ -f "$table" ] && { echo; cat "$table"; }
+done
+echo "results: $OUT"
+exit "$STATUS"
