@@ -134,6 +134,16 @@ def _ratio_table(rows: list[dict]) -> list[str]:
             shares = [f"{r['extra_info']['impl']} {100 * r['per_call'] / context['per_call']:.1f}%"
                       for r in members if r["extra_info"].get("role") == "candidate"]
             lines.append(f"{'':<42} share of one training step: {', '.join(shares)}")
+        # bench_step.py: extra_info "ratio_over" names the row this one is divided by; "note" is printed as is
+        for row in members:
+            extra = row["extra_info"]
+            other = next((r for r in members if extra.get("ratio_over") and r["extra_info"].get("impl") ==
+                          extra["ratio_over"]), None)
+            if other is not None:
+                lines.append(f"{'':<42} {extra['impl']} / {extra['ratio_over']}: "
+                             f"{row['per_call'] / other['per_call']:.2f}x")
+            if extra.get("note"):
+                lines.append(f"{'':<42} {extra['impl']}: {extra['note']}")
     return lines
 
 

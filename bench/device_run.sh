@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-DEFAULT_SECTIONS="kernel_tests kernel_bench"
+DEFAULT_SECTIONS="kernel_tests kernel_bench step_tests step_bench"
 SECTIONS=${SECTIONS:-$DEFAULT_SECTIONS}
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -88,6 +88,25 @@ section_kernel_bench() {
     FGM_BENCH_SUMMARY="$OUT/kernel_bench_ratios.txt" run_with_timeout kernel_bench "${KERNEL_BENCH_TIMEOUT:-170}" \
         "${PYTEST[@]}" bench/bench_kernels.py bench/bench_augmentation.py "${options[@]}"
     summary "kernel + augmentation benchmarks: $(tail -n 1 "$OUT/kernel_bench.log")"
+}
+
+# ---- issue 6: the fast training step (tests/test_step_fast.py GPU tests, bench/bench_step.py) ----
+
+section_step_tests() {
+    # the step under torch.cuda.set_sync_debug_mode("error"), and CUDA memory flat across steps
+    run_with_timeout step_tests "${STEP_TESTS_TIMEOUT:-90}" "${PYTEST[@]}" tests/test_step_fast.py -m gpu \
+        -q -p no:cacheprovider -rs --junitxml="$OUT/step_tests.xml"
+    summary "training step tests (GPU): $(tail -n 1 "$OUT/step_tests.log")"
+}
+
+section_step_bench() {
+    # plain vs GradMix vs published-code step at TinyImageNet size (b256, 64 px, ResNet-18, bf16, channels_last)
+    local options=(-q -p no:cacheprovider -s)
+    have_module pytest_benchmark && options+=(--benchmark-json="$OUT/step_bench.json")
+    FGM_BENCH_SUMMARY="$OUT/step_bench_ratios.txt" run_with_timeout step_bench "${STEP_BENCH_TIMEOUT:-120}" \
+        "${PYTEST[@]}" bench/bench_step.py "${options[@]}"
+    summary "training step benchmark: $(grep -h 'gradmix / plain =' "$OUT/step_bench.log" | tail -n 1)"
+    summary "training step benchmark: $(tail -n 1 "$OUT/step_bench.log")"
 }
 
 if setup; then

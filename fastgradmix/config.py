@@ -16,8 +16,19 @@ from typing import Any
 from .errors import UserError
 
 
-def option(default: Any, help: str, choices: tuple | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+def option(default: Any, help: str, choices: tuple | None = None, parse: Any = None) -> Any:
+    """A config field; ``parse`` turns the command-line string into the value when the type alone cannot."""
+    return field(default=default, metadata={"help": help, "choices": choices, "parse": parse})
+
+
+def split_value(text: str) -> int | str:
+    """--split: a split index, or ``all`` (every split in turn, then mean +- std; see sweep.py)."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid split {text!r}: give an index such as 0, or all") from None
 
 
 AUGMENTATIONS = ("none", "gradmix", "gradcam-mix")
@@ -28,8 +39,16 @@ METHODS = ("supcon+simclr",)
 class Config:
     # what to train on
     protocol: str = option("digits", "OSR protocol (digits is bundled: no download)")
-    split: int = option(0, "index of the known/unknown class split (0-4)")
+    split: int = option(0, "index of the known/unknown class split (0-4), or all: the five splits in turn into "
+                        "runs/NAME/split<k>/, then a mean +- std table", parse=split_value)
     data_root: str = option("~/.cache/fastgradmix-data", "folder holding the datasets")
+    download: bool = option(False, "download missing datasets from their official locations (checksums verified)")
+    train_subset: int = option(0, "train on a class-balanced random subset of this many images (0 = all)")
+    skip_bad_images: bool = option(False, "leave unreadable image files out (counted in the log) instead of "
+                                   "stopping")
+    known_classes: str = option("", "imagefolder: comma-separated known class folder names")
+    unknown_classes: str = option("", "imagefolder: comma-separated unknown class folder names (default: "
+                                  "every other test class)")
     out: str = option("", "run folder (default runs/<protocol>-split<k>-<aug>)")
     # model
     arch: str = option("resnet18", "encoder", ("resnet18", "resnet34", "resnet50"))
@@ -67,6 +86,7 @@ class Config:
     amp: bool = option(False, "mixed precision: bf16 autocast (fp16 with --amp-dtype fp16 on CUDA)")
     amp_dtype: str = option("bf16", "autocast dtype under --amp", ("bf16", "fp16"))
     channels_last: bool = option(False, "channels_last model and inputs")
+    compile: bool = option(False, "torch.compile the model, in regions split at the CAM layers (slow to start)")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
     # run control
     log_every: int = option(10, "steps between metric read-backs (the only host syncs in the loop)")
@@ -80,6 +100,8 @@ class Config:
         return [name for name in self.cam_layers.split("+") if name]
 
     def run_dir_name(self) -> str:
+        if self.split == "all":  # the sweep's folder; split k runs in its split<k>/
+            return self.out or f"runs/{self.protocol}-all-{self.aug}"
         return self.out or f"runs/{self.protocol}-split{self.split}-{self.aug}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +113,15 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(image_size=16, width=16, epochs=30, batch_size=128, cam_layers="conv4_2",
                    eval_batch_size=1024),
+    # MNIST-like (DESIGN.md section 2): no GradMix; 28 px digits upsampled to 32 px for the CIFAR stem
+    "mnist": dict(image_size=32, aug="none"),
+    # SVHN: no flips (digits), but colour ops and GradMix (the data sets flip/colour; see protocols.py)
+    "svhn": dict(image_size=32),
+    **{name: dict(image_size=32) for name in ("cifar10", "cifar+10", "cifar+50", "cifar10-closed", "cifar100-closed",
+                                              "cifar10-vs-cifar100", "cifar10-vs-svhn")},
+    # Tiny ImageNet at its native 64 px, lambda = 1.0 (DESIGN.md section 2)
+    **{name: dict(image_size=64, lam=1.0) for name in ("tinyimagenet", "tinyimagenet100-closed")},
+    "imagefolder": dict(image_size=64),
 }
 
 
@@ -113,6 +144,8 @@ def validate(cfg: Config) -> None:
         (cfg.log_every >= 1, f"--log-every must be >= 1 (got {cfg.log_every})"),
         (cfg.stop_after >= 0, "--stop-after must be >= 0"),
         (cfg.threads >= 0, "--threads must be >= 0"),
+        (cfg.split == "all" or cfg.split >= 0, f"--split must be >= 0 or all (got {cfg.split})"),
+        (cfg.train_subset >= 0, f"--train-subset must be >= 0 (got {cfg.train_subset})"),
         (len(cfg.cam_layer_list()) >= 1, "--cam-layers needs at least one layer, e.g. conv5_2"),
     ]
     for ok, message in checks:
@@ -139,7 +172,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 help=f"{meta['help']} (default {f.default})")
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
+            kind = meta.get("parse") or {"int": int, "float": float, "str": str}[f.type]
             parser.add_argument(flag, type=kind, choices=meta["choices"],
                                 help=f"{meta['help']} (default {f.default!r})")
     return parser

@@ -10,6 +10,7 @@ back, so on a GPU the whole augmentation is a fixed sequence of launches.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -44,6 +45,9 @@ def resolve_ops(backend: str, device: torch.device) -> SimpleNamespace:
         if triton_ops is None:
             raise UserError("--gradmix-backend triton: the Triton kernels cannot be imported "
                             "(is triton installed? pip install triton)")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise UserError(f"--gradmix-backend triton needs a CUDA device, not {device.type} "
+                            "(or TRITON_INTERPRET=1 to run the kernels slowly in Triton's interpreter)")
         return triton_ops
     if backend != "auto":
         raise UserError(f"unknown GradMix backend {backend!r}: choose auto, triton or reference")

@@ -31,7 +31,8 @@ def _masked_logsumexp(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.T
     """
     masked_logits = logits.masked_fill(~mask, float("-inf"))  # (A, B)
     row_max = masked_logits.amax(dim=1, keepdim=True)  # (A, 1), -inf on empty rows
-    row_is_empty = ~torch.isfinite(row_max.squeeze(1))  # (A,)
+    # -inf only: a NaN row (features gone NaN in a diverging run) must give a NaN loss, not pass for empty
+    row_is_empty = torch.isneginf(row_max.squeeze(1))  # (A,)
     # The shift only needs to be a constant per row; detaching it saves a backward path whose
     # contributions cancel anyway, and zeroing it on empty rows keeps -inf out of the arithmetic.
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max)).detach()

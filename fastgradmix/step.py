@@ -6,7 +6,11 @@ the CAM layers, and the step ends with one backward of L_con + lambda * mean(w *
 ``cam_grad="detached"`` G is recorded during the full backward of L_con and l_mix sees the clean
 features detached (a second, smaller backward); cheaper, not the exact objective.
 
-Loss values stay on the device; the caller reads them back only every few steps.
+Speed: the step never waits for the device. Loss values, the fp16 overflow counter and the timing
+events stay on the device; the training loop reads them back only every ``--log-every`` steps
+(``read_log_fields``). Under ``--amp`` it runs bf16 autocast (fp16 + GradScaler with ``--amp-dtype
+fp16``, CUDA only); the optimizer should be fused (``build_optimizer``), whose update reads nothing
+back to the host, unlike the per-parameter Adam that reads its step counter.
 """
 
 from __future__ import annotations
@@ -18,6 +22,17 @@ from torch import nn
 
 from .gradmix import MIX_VARIANTS, CamCapture, gradmix_view, resolve_ops
 from .losses import gradmix_objective, mix_loss_per_sample
+from .timing import StepTimer, peak_memory_mib
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with the fused implementation (one kernel for all parameters, CPU and CUDA, torch >= 2.4),
+    falling back to the multi-tensor one where fused is not supported for the parameters' device."""
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 class TrainStep:
@@ -39,6 +54,17 @@ class TrainStep:
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.timer = StepTimer(device)
+        # fp16 steps the scaler skipped because of inf/NaN gradients, since the last read (device scalar)
+        self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
+        self._scale_before_step = None  # (1,) fp32 buffer, made on the first scaled step
+
+    @property
+    def cam_modules(self) -> list[nn.Module]:
+        """The modules whose outputs the CAM hooks capture (none without a mixed view)."""
+        if self.capture is None:
+            return []
+        return [self.model.cam_module(name) for name in self.capture.layer_names]
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -50,7 +76,18 @@ class TrainStep:
 
     def __call__(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """view1, view2 (N, C, H, W) float; labels (N,) int64. Returns detached scalar losses."""
+        """view1, view2 (N, C, H, W) float; labels (N,) int64. Returns detached scalar losses (on the device).
+
+        Batches may come from the host (pinned memory): the copies are asynchronous.
+        """
+        view1, view2, labels = (t.to(self.device, non_blocking=True) for t in (view1, view2, labels))
+        self.timer.start("step")
+        losses = self._step(view1, view2, labels, generator)
+        self.timer.stop("step")
+        return losses
+
+    def _step(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor,
+              generator: torch.Generator) -> dict[str, torch.Tensor]:
         cfg, n = self.cfg, view1.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -71,17 +108,19 @@ class TrainStep:
 
         # 2. G = dL_con/dA at the CAM layers (only the first view's half is used)
         activations = self.capture.activations
-        if self.exact_cam_grad:
-            gradients = torch.autograd.grad(self.scaler.scale(clean_loss), activations, retain_graph=True)
-        else:
-            self.scaler.scale(clean_loss).backward()
-            gradients = self.capture.gradients
+        with self.timer.section("cam_grad"):
+            if self.exact_cam_grad:
+                gradients = torch.autograd.grad(self.scaler.scale(clean_loss), activations, retain_graph=True)
+            else:
+                self.scaler.scale(clean_loss).backward()
+                gradients = self.capture.gradients
         cam_acts = [a[:n].detach() for a in activations]  # each (N, C_l, h_l, w_l)
         cam_grads = [g[:n].detach() for g in gradients]
 
         # 3-8. CAM, boxes, window search, partner, paste, weights
-        mixed = gradmix_view(view1, cam_acts, cam_grads, self.variant, (cfg.gamma_min, cfg.gamma_max),
-                             generator, self.ops)
+        with self.timer.section("augment"):
+            mixed = gradmix_view(view1, cam_acts, cam_grads, self.variant, (cfg.gamma_min, cfg.gamma_max),
+                                 generator, self.ops)
 
         # 9. the mixed view's loss: anchor z_mix_i, positive z2_i, negatives the other clean images
         with self.autocast():
@@ -98,6 +137,39 @@ class TrainStep:
         return self._finish(terms)
 
     def _finish(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            # The scaler halves its scale exactly when it skips a step for inf/NaN gradients (and only
+            # grows it after a run of good steps), so comparing the scale before and after counts the
+            # skipped steps on the device. GradScaler keeps the scale in the private ``_scale`` tensor,
+            # updated in place; its public get_scale() would read it back to the host every step.
+            scale = self.scaler._scale
+            if self._scale_before_step is None:
+                self._scale_before_step = torch.empty_like(scale)
+            self._scale_before_step.copy_(scale)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.skipped_steps += (self.scaler._scale < self._scale_before_step).sum()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return {name: value.detach() for name, value in terms.items()}
+
+    def read_log_fields(self) -> dict[str, float | int | None]:
+        """Timing, memory and overflow figures since the last call, for metrics.jsonl (a host sync).
+
+        step_ms: mean wall time of a step; augment_share: share of it in the GradMix augmentation
+        (CAM maps, window search, partners, paste); cam_grad_share: in computing the CAM gradient;
+        peak_memory_mib: see ``timing.peak_memory_mib``; overflow_skipped_steps (fp16 only).
+        """
+        totals, counts = self.timer.read()
+        step_total = totals.get("step", 0.0)
+        fields: dict[str, float | int | None] = {
+            "step_ms": step_total / max(counts.get("step", 0), 1),
+            "augment_share": totals.get("augment", 0.0) / step_total if step_total > 0 else 0.0,
+            "cam_grad_share": totals.get("cam_grad", 0.0) / step_total if step_total > 0 else 0.0,
+            "peak_memory_mib": peak_memory_mib(self.device),
+        }
+        if self.scaler.is_enabled():
+            fields["overflow_skipped_steps"] = int(self.skipped_steps)
+            self.skipped_steps.zero_()
+        return fields

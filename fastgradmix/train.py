@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint, write_json
+from .compiling import compile_regions
 from .config import Config, merge, parse_args, validate
 from .data.augment import AugmentSpec
 from .data.loaders import DeviceResidentLoader, seeded_generator
@@ -25,7 +26,8 @@ from .data.protocols import build_protocol
 from .errors import UserError, run_cli
 from .evaluation import evaluate_open_set
 from .models import build_model
-from .step import TrainStep
+from .step import TrainStep, build_optimizer
+from .sweep import run_all_splits
 
 PROG = "fastgradmix.train"
 
@@ -58,7 +60,7 @@ def prepare_run_dir(cfg: Config) -> tuple[Path, dict | None]:
 
 def load_config(argv: list[str] | None) -> tuple[Config, dict]:
     cfg, explicit = parse_args(argv, PROG)
-    if cfg.resume:
+    if cfg.resume and cfg.split != "all":  # a sweep resumes each of its splits itself
         saved_path = Path(cfg.run_dir_name()) / "config.json"
         if not saved_path.is_file():
             raise UserError(f"--resume: {saved_path} not found; start a new run without --resume")
@@ -76,17 +78,23 @@ def train(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # input shapes are fixed: pick the fastest conv algorithms once
     run_dir, checkpoint = prepare_run_dir(cfg)
 
     # data: the protocol's images as uint8 tensors, kept on the device (they are small for the
     # array-backed protocols); views are made there in batched tensor ops
-    data = build_protocol(cfg.protocol, cfg.split, cfg.image_size, cfg.data_root)
+    data = build_protocol(cfg.protocol, cfg.split, cfg.image_size, cfg.data_root, download=cfg.download,
+                          skip_bad_images=cfg.skip_bad_images, known_classes=cfg.known_classes or None,
+                          unknown_classes=cfg.unknown_classes or None, progress=cfg.progress)
+    data = data.subset_train(cfg.train_subset, cfg.seed)  # --train-subset N for quick runs (0 = all)
+    print(data.describe())  # classes, openness, image counts
     n_train = data.train_images.shape[0]
     if n_train < cfg.batch_size:
         raise UserError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training images of "
                         f"{cfg.protocol}; choose a smaller batch")
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std,
-                       flip=not data.digit_like, color=not data.digit_like)
+                       flip=data.flip, color=data.color)
     loader = DeviceResidentLoader(data.train_images, data.train_labels, spec, cfg.batch_size, cfg.seed, device)
 
     # model and optimiser
@@ -98,8 +106,10 @@ def train(cfg: Config) -> dict:
             model.cam_module(name)
     except ValueError as err:
         raise UserError(str(err)) from None
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)  # fused: one kernel, no host reads
     step_fn = TrainStep(model, optimizer, cfg, device)
+    if cfg.compile:  # in regions split at the CAM layers, so the CAM hooks still see real tensors
+        compile_regions(model, step_fn.cam_modules)
     if cfg.amp and device.type == "cpu":
         print(f"{PROG}: note: --amp on CPU runs bf16 autocast; it is only faster on CPUs with bf16 support",
               file=sys.stderr)
@@ -135,20 +145,21 @@ def train(cfg: Config) -> dict:
             step = epoch * steps_per_epoch + index
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(cfg.lr, step, total_steps)
-            losses = step_fn(view1, view2, labels, mix_generator)
+            try:
+                losses = step_fn(view1, view2, labels, mix_generator)
+            except torch.cuda.OutOfMemoryError:
+                raise UserError(_out_of_memory_message(cfg, step)) from None
             pending.append(losses)
             window_images += cfg.batch_size
             progress.update(1)
             if len(pending) == cfg.log_every or index == steps_per_epoch - 1:
-                # the only read-back of the loop: averaged losses of the last log_every steps
-                means = _mean_losses(pending)
-                if not math.isfinite(means["loss"]):
-                    raise UserError(f"the loss became non-finite at step {step} (epoch {epoch}); the learning "
-                                    f"rate ({cfg.lr}) may be too high; {run_dir / 'last.pt'} still holds the "
-                                    "last good epoch")
+                # the only read-backs of the loop: the losses of the last log_every steps, the step timing
+                means, bad_offset = _read_losses(pending)
+                if bad_offset is not None:
+                    raise UserError(_non_finite_message(cfg, step - len(pending) + 1 + bad_offset, epoch, run_dir))
                 elapsed = time.perf_counter() - window_start
                 record = {"epoch": epoch, "step": step, **means, "lr": optimizer.param_groups[0]["lr"],
-                          "images_per_s": window_images / elapsed}
+                          "images_per_s": window_images / elapsed, **step_fn.read_log_fields()}
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.3f}",
@@ -183,11 +194,33 @@ def train(cfg: Config) -> dict:
     return results
 
 
-def _mean_losses(pending: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Averages each loss term over the pending steps with a single device-to-host copy."""
+def _read_losses(pending: list[dict[str, torch.Tensor]]) -> tuple[dict[str, float], int | None]:
+    """Each loss term averaged over the pending steps, and the offset of the first pending step whose
+    loss is not finite (None if all are), with a single device-to-host copy."""
     names = list(pending[0])
-    stacked = torch.stack([torch.stack([losses[name] for losses in pending]).mean() for name in names])
-    return dict(zip(names, stacked.tolist(), strict=True))
+    per_step = torch.stack([torch.stack([losses[name] for name in names]) for losses in pending])  # (S, T)
+    finite = torch.isfinite(per_step[:, names.index("loss")]).to(per_step.dtype)  # (S,) 1 = finite
+    values = torch.cat([per_step.mean(dim=0), finite]).tolist()
+    flags = values[len(names):]
+    bad_offset = flags.index(0.0) if 0.0 in flags else None
+    return dict(zip(names, values[:len(names)], strict=True)), bad_offset
+
+
+def _non_finite_message(cfg: Config, step: int, epoch: int, run_dir: Path) -> str:
+    if cfg.amp and cfg.amp_dtype == "fp16":
+        cause = "fp16 overflowed in the forward pass (try --amp-dtype bf16) or the learning rate "
+    else:
+        cause = "the learning rate "
+    kept = (f"{run_dir / 'last.pt'} still holds the last good state (after epoch {epoch})" if epoch > 0
+            else "no checkpoint was written (the first epoch did not finish)")
+    return (f"the loss became non-finite (NaN or inf) at step {step} (epoch {epoch}); likely cause: {cause}"
+            f"(--lr {cfg.lr}) is too high, lower it; {kept}")
+
+
+def _out_of_memory_message(cfg: Config, step: int) -> str:
+    advice = "a smaller --batch-size" + ("" if cfg.amp else " or --amp (bf16 activations take half the memory)")
+    return (f"CUDA ran out of memory at step {step} with --batch-size {cfg.batch_size}: try {advice}; "
+            "checkpoints already written are intact")
 
 
 def _truncate_metrics(path: Path, keep_below_step: int) -> None:
@@ -208,7 +241,8 @@ def _device_name(device: torch.device) -> str:
 def _print_table(results: dict, run_dir: Path) -> None:
     rows = [
         ("protocol / split", f"{results['protocol']} / {results['split']}"),
-        ("AUROC (known vs unknown)", f"{results['auroc']:.4f}"),
+        ("AUROC (known vs unknown)", "n/a (closed set: no unknown test images)" if results["auroc"] is None
+         else f"{results['auroc']:.4f}"),
         ("closed-set accuracy", f"{results['closed_acc']:.4f}"),
         ("openness", f"{results['openness']:.4f}"),
         ("train / known test / unknown test", f"{results['n_train']} / {results['n_known_test']} / "
@@ -224,8 +258,11 @@ def _print_table(results: dict, run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     def run() -> None:
-        cfg, _ = load_config(argv)
-        train(cfg)
+        cfg, explicit = load_config(argv)
+        if cfg.split == "all":  # every split in turn, then the mean +- std table
+            run_all_splits(cfg, explicit, train)
+        else:
+            train(cfg)
 
     run_cli(run, PROG)
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fastgradmix.kernels import layercam as layercam_module
-from fastgradmix.kernels import paste as paste_module
-from fastgradmix.kernels import window_argmax as window_module
 from host_reads import ForbidHostReads
 from test_kernels_window_argmax import _check_against_all_box_sums
 
 from fastgradmix import reference
 from fastgradmix.errors import UserError
 from fastgradmix.gradmix import gradmix_view, resolve_ops
+from fastgradmix.kernels import layercam as layercam_module
+from fastgradmix.kernels import paste as paste_module
+from fastgradmix.kernels import window_argmax as window_module
 
 
 def _assert_best_boxes(maps, box_h, box_w, top, left):

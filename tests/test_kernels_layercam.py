@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fastgradmix.kernels.layercam import layercam
 
 from fastgradmix import reference
+from fastgradmix.kernels.layercam import layercam
 
 # Both read the same fp16/bf16 values and accumulate in fp32; only the order of the channel sum and of
 # normalise-then-resize differ, so the tolerance hardly depends on the input dtype.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fastgradmix.kernels.paste import paste_resized
 
 from fastgradmix import reference
+from fastgradmix.kernels.paste import paste_resized
 
 # The reference and the kernel compute the same fp32 blend; a compiled kernel may contract it into
 # fused multiply-adds (an ulp), and fp16/bf16 outputs are that fp32 value rounded, so they may land one

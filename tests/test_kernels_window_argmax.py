@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fastgradmix.kernels.window_argmax import window_argmax
 from numpy.lib.stride_tricks import sliding_window_view
 
 from fastgradmix import reference
+from fastgradmix.kernels.window_argmax import window_argmax
 
 # (batch, H, W, box sizes [(bh, bw), ...] or None for random per sample, map values, dtype)
 # "integers": small whole numbers, exact in fp32 and with many exactly tied boxes (the tie rule).

@@ -51,5 +51,5 @@ def load_digits_protocol(split: int, image_size: int) -> OpenSetData:
         test_images=pixels[test_idx_t].contiguous(),
         test_labels=to_known_label[labels_t[test_idx_t]],
         known_classes=[str(d) for d in known], unknown_classes=[str(d) for d in unknown],
-        mean=(0.5,), std=(0.5,), digit_like=True,
+        mean=(0.5,), std=(0.5,), flip=False, color=False,
     )

@@ -1,10 +1,39 @@
-"""The in-memory form every protocol is turned into: uint8 images plus known/unknown labels."""
+"""The in-memory forms: a labelled image set as a reader returns it, and one open-set problem.
+
+Readers (mnist.py, svhn.py, cifar.py, tinyimagenet.py, folders.py) return :class:`LabelledImages` with
+the dataset's canonical class indices; a protocol turns one or more of them into :class:`OpenSetData`,
+whose known labels are 0..K-1 in the order of its known class list and whose unknown test images carry -1.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
+
+from ..metrics import openness
+
+
+@dataclass
+class LabelledImages:
+    """A dataset split as read from disk: uint8 images at native resolution and canonical labels."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64, canonical class index of the dataset
+    class_names: list[str]  # name of each canonical class index
+    files: list[str] | None = None  # source image file of each row (file-backed layouts only)
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (--skip-bad-images)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def select(self, classes: list[int]) -> LabelledImages:
+        """The rows whose canonical label is in ``classes``, in their stored order, labels unchanged."""
+        keep = torch.isin(self.labels, torch.tensor(classes, dtype=torch.int64))
+        rows = keep.nonzero().flatten()
+        files = None if self.files is None else [self.files[i] for i in rows.tolist()]
+        return replace(self, images=self.images[rows], labels=self.labels[rows], files=files)
 
 
 @dataclass
@@ -13,7 +42,7 @@ class OpenSetData:
 
     Labels of known classes are 0..K-1 in the order of ``known_classes``; unknown test images carry
     label -1. Images are uint8 (N, C, H, W) at their stored resolution; models see them resized to
-    the run's image size.
+    the run's image size. Closed-set protocols have no unknown test images (``unknown_classes`` empty).
     """
 
     protocol: str
@@ -26,7 +55,17 @@ class OpenSetData:
     unknown_classes: list[str]
     mean: tuple[float, ...]  # per-channel normalisation, in [0, 1] units
     std: tuple[float, ...]
-    digit_like: bool  # no flips, no colour ops (digits, MNIST)
+    flip: bool = True  # horizontal flips make sense (not for digits)
+    color: bool = True  # colour jitter / grayscale make sense (not for MNIST-like data)
+    # source files row by row, for file readers (DALI); None when the rows come from array formats
+    train_files: list[str] | None = None
+    test_files: list[str] | None = None
+    skipped_images: int = 0  # unreadable images left out under --skip-bad-images
+
+    @property
+    def digit_like(self) -> bool:
+        """No flips and no colour ops (digits, MNIST)."""
+        return not self.flip and not self.color
 
     @property
     def channels(self) -> int:
@@ -43,3 +82,38 @@ class OpenSetData:
     @property
     def n_unknown_test(self) -> int:
         return int((self.test_labels < 0).sum())
+
+    @property
+    def openness(self) -> float:
+        return openness(self.num_known, self.num_known + len(self.unknown_classes))
+
+    def describe(self) -> str:
+        """One line for the start of a run: classes, openness and image counts."""
+        height, width = self.train_images.shape[-2:]
+        skipped = f", {self.skipped_images} unreadable images skipped" if self.skipped_images else ""
+        return (f"{self.protocol} split {self.split}: {self.num_known} known / {len(self.unknown_classes)} "
+                f"unknown classes, openness {self.openness:.4f}; {self.train_images.shape[0]} train, "
+                f"{self.n_known_test} known test, {self.n_unknown_test} unknown test images "
+                f"({self.channels}x{height}x{width}){skipped}")
+
+    def subset_train(self, n: int, seed: int) -> OpenSetData:
+        """A class-balanced random subset of n training images (all of them when n >= N_train).
+
+        Classes take turns: every class gives its first randomly drawn image, then its second, and so
+        on, so small subsets still hold every known class while they can.
+        """
+        total = self.train_labels.shape[0]
+        if n <= 0 or n >= total:
+            return self
+        order = np.random.default_rng(seed).permutation(total)
+        labels = self.train_labels.numpy()[order]
+        # rank of each drawn image within its class, in draw order
+        by_class = np.argsort(labels, kind="stable")
+        class_start = np.searchsorted(labels[by_class], labels[by_class])
+        rank = np.empty(total, dtype=np.int64)
+        rank[by_class] = np.arange(total) - class_start
+        chosen = np.sort(order[np.lexsort((np.arange(total), rank))[:n]])  # stored order kept
+        rows = torch.from_numpy(chosen)
+        files = None if self.train_files is None else [self.train_files[i] for i in chosen.tolist()]
+        return replace(self, train_images=self.train_images[rows], train_labels=self.train_labels[rows],
+                       train_files=files)

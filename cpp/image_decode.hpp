@@ -1,0 +1,31 @@
+// JPEG and PNG files -> 8-bit pixels, with the rules of fastgradmix/predict_inputs.py (PIL there):
+// palette PNGs expand to RGB, 1/2/4-bit gray expands to 8 bits, 16-bit samples keep their high byte,
+// tRNS and gamma are ignored; JPEGs decode with libjpeg's defaults (islow DCT, fancy upsampling).
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fgm {
+
+// Why an image could not be used; the message does not repeat the path.
+class ImageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 0;             // 1 (gray) or 3 (RGB) after a successful decode
+  std::vector<uint8_t> pixels;  // (height, width, channels), row-major
+};
+
+// Decodes by content (PNG signature or JPEG SOI marker), whatever the file is called. Throws
+// ImageError for an unreadable file, an undecodable or truncated image, and images with alpha or CMYK
+// (2 or 4 channels: no agreed background).
+Image decode_image_file(const std::string& path);
+
+}  // namespace fgm

@@ -1,0 +1,44 @@
+// A model folder written by `python -m fastgradmix.export` (format: docs/model_format.md), read and
+// cross-checked the way fastgradmix/model_format.py reads it.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace fgm {
+
+// A problem the user can fix (bad model folder, bad option): one line, exit code 2.
+class UserError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Preprocessing {
+  int image_size = 0;       // side S of the square model input
+  int channels = 0;         // 1 or 3
+  std::vector<float> mean;  // per channel, [0, 1] units
+  std::vector<float> std;
+};
+
+struct ModelFolder {
+  std::filesystem::path directory;
+  std::vector<std::string> class_names;
+  Preprocessing preprocessing;
+  int topk = 0;
+  double threshold = 0.0;    // known when score >= threshold
+  at::Tensor bank_features;  // (N, D) float32, L2-normalised
+  at::Tensor bank_labels;    // (N,) int64 in [0, K)
+  std::map<std::string, std::string> programs;  // device type -> .pt2 file name
+
+  // The AOTInductor package for `device` ("cpu"), checked to exist; throws UserError otherwise.
+  std::filesystem::path program_path(const std::string& device) const;
+};
+
+ModelFolder read_model_folder(const std::filesystem::path& directory);
+
+}  // namespace fgm

@@ -1,0 +1,126 @@
+#include "predictor.hpp"
+
+#include <cstdio>
+#include <limits>
+#include <utility>
+
+#include <ATen/ops/_upsample_bilinear2d_aa.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/tensor.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include "json.hpp"
+
+namespace fgm {
+namespace {
+
+std::string fixed6(double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.6f", value);
+  return buffer;
+}
+
+std::string first_line(const std::string& text) {
+  auto end = text.find('\n');
+  return text.substr(0, end);
+}
+
+}  // namespace
+
+std::string format_text(const Prediction& p) {
+  return p.path + "\t" + p.label() + "\tscore=" + fixed6(p.score) + "\tthreshold=" + fixed6(p.threshold);
+}
+
+std::string format_json(const Prediction& p) {
+  return "{\"path\": " + json::quote(p.path) + ", \"prediction\": " + json::quote(p.label()) +
+         ", \"known\": " + (p.known() ? "true" : "false") + ", \"nearest_class\": " + json::quote(p.nearest_class) +
+         ", \"score\": " + json::python_float(p.score) + ", \"threshold\": " + json::python_float(p.threshold) + "}";
+}
+
+Image to_channels(const Image& image, int channels) {
+  if (image.channels == channels) return image;
+  Image out{image.width, image.height, channels, {}};
+  size_t count = static_cast<size_t>(image.width) * image.height;
+  out.pixels.resize(count * channels);
+  if (image.channels == 3 && channels == 1) {
+    for (size_t i = 0; i < count; ++i) {
+      const uint8_t* rgb = &image.pixels[3 * i];
+      out.pixels[i] = static_cast<uint8_t>((19595u * rgb[0] + 38470u * rgb[1] + 7471u * rgb[2] + 32768u) >> 16);
+    }
+  } else {  // 1 -> 3
+    for (size_t i = 0; i < count; ++i)
+      out.pixels[3 * i] = out.pixels[3 * i + 1] = out.pixels[3 * i + 2] = image.pixels[i];
+  }
+  return out;
+}
+
+at::Tensor preprocess(const Image& decoded, const Preprocessing& prep) {
+  Image image = to_channels(decoded, prep.channels);
+  // (H, W, C) uint8 -> contiguous (1, C, H, W), as predict_inputs.to_channels lays it out
+  at::Tensor pixels = at::from_blob(image.pixels.data(), {image.height, image.width, image.channels}, at::kByte)
+                          .permute({2, 0, 1})
+                          .contiguous()
+                          .unsqueeze(0);
+  at::Tensor x = pixels.to(at::kFloat).div_(255);
+  if (image.height != prep.image_size || image.width != prep.image_size)
+    x = at::_upsample_bilinear2d_aa(x, {prep.image_size, prep.image_size}, /*align_corners=*/false);
+  at::Tensor mean = at::tensor(prep.mean, at::kFloat).view({1, -1, 1, 1});
+  at::Tensor std = at::tensor(prep.std, at::kFloat).view({1, -1, 1, 1});
+  return x.sub(mean).div(std);
+}
+
+at::Tensor class_topk_scores(const at::Tensor& features, const at::Tensor& bank, const at::Tensor& bank_labels,
+                             int num_classes, int k) {
+  at::Tensor similarity = features.to(at::kFloat).matmul(bank.t());  // (T, B)
+  at::Tensor scores = at::full({features.size(0), num_classes}, -std::numeric_limits<float>::infinity(),
+                               at::kFloat);  // (T, K)
+  for (int c = 0; c < num_classes; ++c) {
+    at::Tensor members = bank_labels.eq(c).nonzero().flatten();  // (n_c,)
+    if (members.numel() == 0) continue;
+    int64_t top = std::min<int64_t>(k, members.numel());
+    at::Tensor top_values = std::get<0>(similarity.index_select(1, members).topk(top, 1));  // (T, top)
+    scores.select(1, c).copy_(top_values.sum(1));
+  }
+  return scores;
+}
+
+Predictor::Predictor(ModelFolder model) : model_(std::move(model)) {
+  std::filesystem::path path = model_.program_path("cpu");
+  try {
+    program_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path.string());
+  } catch (const c10::Error& error) {
+    throw UserError("cannot load the compiled program " + path.string() + " (" +
+                    first_line(error.what_without_backtrace()) + "); export the model again");
+  } catch (const std::exception& error) {
+    throw UserError("cannot load the compiled program " + path.string() + " (" + first_line(error.what()) +
+                    "); export the model again");
+  }
+}
+
+Predictor::~Predictor() = default;
+
+at::Tensor Predictor::features(const std::vector<Image>& images) {
+  std::vector<at::Tensor> views;
+  views.reserve(images.size());
+  for (const Image& image : images) views.push_back(preprocess(image, model_.preprocessing));
+  std::vector<at::Tensor> outputs = program_->run({at::cat(views)});
+  return outputs.at(0);
+}
+
+std::vector<Prediction> Predictor::predict(const std::vector<std::string>& paths, const std::vector<Image>& images) {
+  at::Tensor scores = class_topk_scores(features(images), model_.bank_features, model_.bank_labels,
+                                        static_cast<int>(model_.class_names.size()), model_.topk);  // (N, K)
+  auto [best_score, best_class] = scores.max(1);
+  std::vector<Prediction> predictions;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    int64_t index = best_class[static_cast<int64_t>(i)].item<int64_t>();
+    predictions.push_back({paths[i], model_.class_names.at(index),
+                           static_cast<double>(best_score[static_cast<int64_t>(i)].item<float>()), model_.threshold});
+  }
+  return predictions;
+}
+
+}  // namespace fgm
