@@ -2,7 +2,7 @@
 # One prepared run for a lent GPU machine: the GPU kernel tests and the benchmarks, results under $OUT,
 # a short table printed last. Installs nothing from the network.
 #
-#   bash bench/device_run.sh                      # every section in DEFAULT_SECTIONS, about 6 minutes at most
+#   bash bench/device_run.sh                      # every section in DEFAULT_SECTIONS, about 8 minutes at most
 #   SECTIONS="kernel_tests" bash bench/device_run.sh
 #
 # Writes to $OUT (default: a new temporary folder): gpu.txt, versions.txt, <section>.log, kernel_tests.xml,
@@ -10,14 +10,14 @@
 #
 # Adding a section (later issues: training step, loaders): write section_NAME() below; it runs its command
 # with `run_with_timeout NAME SECONDS cmd...` (log in $OUT/NAME.log) and adds lines to the final table
-# with `summary ...`; then add NAME to DEFAULT_SECTIONS. Keep the sum of the timeouts near 6 minutes.
+# with `summary ...`; then add NAME to DEFAULT_SECTIONS. Keep the sum of the timeouts near 8 minutes.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-DEFAULT_SECTIONS="kernel_tests kernel_bench step_tests step_bench"
+DEFAULT_SECTIONS="kernel_tests kernel_bench step_tests step_bench train_smoke"
 SECTIONS=${SECTIONS:-$DEFAULT_SECTIONS}
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -76,7 +76,7 @@ sys.exit(pytest.main(sys.argv[1:]))' "$SHADOW")
 section_kernel_tests() {
     local workers=()
     have_module xdist && workers=(-n 4)  # Triton compiles each kernel variant once per process: spread them
-    run_with_timeout kernel_tests "${KERNEL_TESTS_TIMEOUT:-170}" "${PYTEST[@]}" tests/test_kernels_layercam.py \
+    run_with_timeout kernel_tests "${KERNEL_TESTS_TIMEOUT:-140}" "${PYTEST[@]}" tests/test_kernels_layercam.py \
         tests/test_kernels_window_argmax.py tests/test_kernels_paste.py tests/test_kernels_gradmix.py \
         -q -p no:cacheprovider -rs "${workers[@]}" --junitxml="$OUT/kernel_tests.xml"
     summary "kernel tests (GPU): $(tail -n 1 "$OUT/kernel_tests.log")"
@@ -85,7 +85,7 @@ section_kernel_tests() {
 section_kernel_bench() {
     local options=(-q -p no:cacheprovider)
     have_module pytest_benchmark && options+=(--benchmark-json="$OUT/kernel_bench.json" --benchmark-max-time=0.5)
-    FGM_BENCH_SUMMARY="$OUT/kernel_bench_ratios.txt" run_with_timeout kernel_bench "${KERNEL_BENCH_TIMEOUT:-170}" \
+    FGM_BENCH_SUMMARY="$OUT/kernel_bench_ratios.txt" run_with_timeout kernel_bench "${KERNEL_BENCH_TIMEOUT:-100}" \
         "${PYTEST[@]}" bench/bench_kernels.py bench/bench_augmentation.py "${options[@]}"
     summary "kernel + augmentation benchmarks: $(tail -n 1 "$OUT/kernel_bench.log")"
 }
@@ -94,7 +94,7 @@ section_kernel_bench() {
 
 section_step_tests() {
     # the step under torch.cuda.set_sync_debug_mode("error"), and CUDA memory flat across steps
-    run_with_timeout step_tests "${STEP_TESTS_TIMEOUT:-90}" "${PYTEST[@]}" tests/test_step_fast.py -m gpu \
+    run_with_timeout step_tests "${STEP_TESTS_TIMEOUT:-50}" "${PYTEST[@]}" tests/test_step_fast.py -m gpu \
         -q -p no:cacheprovider -rs --junitxml="$OUT/step_tests.xml"
     summary "training step tests (GPU): $(tail -n 1 "$OUT/step_tests.log")"
 }
@@ -103,10 +103,45 @@ section_step_bench() {
     # plain vs GradMix vs published-code step at TinyImageNet size (b256, 64 px, ResNet-18, bf16, channels_last)
     local options=(-q -p no:cacheprovider -s)
     have_module pytest_benchmark && options+=(--benchmark-json="$OUT/step_bench.json")
-    FGM_BENCH_SUMMARY="$OUT/step_bench_ratios.txt" run_with_timeout step_bench "${STEP_BENCH_TIMEOUT:-120}" \
+    FGM_BENCH_SUMMARY="$OUT/step_bench_ratios.txt" run_with_timeout step_bench "${STEP_BENCH_TIMEOUT:-100}" \
         "${PYTEST[@]}" bench/bench_step.py "${options[@]}"
     summary "training step benchmark: $(grep -h 'gradmix / plain =' "$OUT/step_bench.log" | tail -n 1)"
     summary "training step benchmark: $(tail -n 1 "$OUT/step_bench.log")"
+}
+
+# ---- the whole trainer on the GPU: TinyImageNet split 0, a short run with the defaults of a real one ----
+
+section_train_smoke() {
+    # needs the split-0 and val archives copied into device_data/ (git-ignored) and carried with the run
+    local data=${FGM_DEVICE_DATA:-device_data}
+    if [ ! -f "$data/tinyimagenet-val.tar.gz" ] || [ ! -f "$data/tinyimagenet-train-split0.tar.gz" ]; then
+        log "train_smoke: no TinyImageNet archives in $data: skipped"
+        summary "train smoke: skipped (no $data/tinyimagenet-{val,train-split0}.tar.gz)"
+        return 0
+    fi
+    local root
+    root=$(mktemp -d)
+    tar -xzf "$data/tinyimagenet-val.tar.gz" -C "$root" && tar -xzf "$data/tinyimagenet-train-split0.tar.gz" -C "$root"
+    PYTHONPATH="$SHADOW${SHADOW:+:}${PYTHONPATH:-}" run_with_timeout train_smoke "${TRAIN_SMOKE_TIMEOUT:-80}" \
+        "$PY" -m fastgradmix.train --protocol tinyimagenet --split 0 --data-root "$root" --epochs 2 --amp \
+        --channels-last --no-progress --log-every 10 --out "$OUT/train_smoke_run"
+    summary "train smoke (tinyimagenet split 0, ResNet-18, 64 px, batch 256, 2 epochs, bf16, channels_last):"
+    summary "$("$PY" - "$OUT/train_smoke_run" <<'PYEOF'
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+try:
+    results = json.loads((run / "results.json").read_text())
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+except OSError as err:
+    print(f"  no results ({err})")
+    sys.exit(0)
+last = logs[-1]
+print(f"  auroc {results['auroc']:.4f}  closed_acc {results['closed_acc']:.4f}  images/s {results['images_per_s']:.0f}"
+      f"  last log: step_ms {last.get('step_ms', float('nan')):.1f}  augment_share {last.get('augment_share', float('nan')):.4f}"
+      f"  peak_memory_mib {last.get('peak_memory_mib', float('nan')):.0f}")
+PYEOF
+)"
 }
 
 if setup; then
