@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-DEFAULT_SECTIONS="kernel_tests kernel_bench step_tests step_bench train_smoke"
+DEFAULT_SECTIONS="kernel_tests kernel_bench step_tests step_bench train_smoke loader_bench"
 SECTIONS=${SECTIONS:-$DEFAULT_SECTIONS}
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -142,6 +142,27 @@ print(f"  auroc {results['auroc']:.4f}  closed_acc {results['closed_acc']:.4f}  
       f"  peak_memory_mib {last.get('peak_memory_mib', float('nan')):.0f}")
 PYEOF
 )"
+}
+
+# ---- issue 5: the input pipelines (bench/bench_loaders.py; tests/test_loaders*.py by name: loader_tests) ----
+
+section_loader_bench() {
+    # two-view images/s at 32 and 64 px, batch 256: the device-resident loader (dataset on the GPU) against the
+    # torchvision DataLoader with LOADER_BENCH_WORKERS workers, batches moved to the GPU; DALI is not installed
+    # on the lent machines, so its rows skip (-rs lists why)
+    local options=(-q -p no:cacheprovider -s -rs)
+    have_module pytest_benchmark && options+=(--benchmark-json="$OUT/loader_bench.json")
+    FGM_BENCH_WORKERS="${LOADER_BENCH_WORKERS:-8}" FGM_BENCH_SUMMARY="$OUT/loader_bench_ratios.txt" \
+        run_with_timeout loader_bench "${LOADER_BENCH_TIMEOUT:-90}" "${PYTEST[@]}" bench/bench_loaders.py "${options[@]}"
+    summary "loader benchmark: $(tail -n 1 "$OUT/loader_bench.log")"
+}
+
+section_loader_tests() {
+    # not in DEFAULT_SECTIONS: the loader tests on this machine (the device loader on the GPU without a sync,
+    # the trainer end to end with --loader torch and device on the GPU; DALI's tests skip without DALI)
+    run_with_timeout loader_tests "${LOADER_TESTS_TIMEOUT:-120}" "${PYTEST[@]}" tests/test_loaders.py \
+        tests/test_loaders_train.py -q -p no:cacheprovider -rs --junitxml="$OUT/loader_tests.xml"
+    summary "loader tests: $(tail -n 1 "$OUT/loader_tests.log")"
 }
 
 if setup; then

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from .dist import world_size
 from .errors import UserError
 
 
@@ -31,8 +32,10 @@ def split_value(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"invalid split {text!r}: give an index such as 0, or all") from None
 
 
-AUGMENTATIONS = ("none", "gradmix", "gradcam-mix")
-METHODS = ("supcon+simclr",)
+AUGMENTATIONS = ("none", "mixup", "cutmix", "gradcam-mix", "gradmix")
+# supcon+simclr: theta L_supcon + lam (L_simclr + mix); supcon: theta L_supcon (+ lam mix with a mixed view);
+# simclr: lam (L_simclr + mix); moco: lam (L_moco + mix), MoCo v2 (see step.py)
+METHODS = ("supcon+simclr", "supcon", "simclr", "moco")
 
 
 @dataclass
@@ -59,6 +62,12 @@ class Config:
     # objective
     method: str = option("supcon+simclr", "training objective", METHODS)
     aug: str = option("gradmix", "extra mixed view for the self-supervised term", AUGMENTATIONS)
+    mix_alpha: float = option(1.0, "mixup/cutmix: lam ~ Beta(alpha, alpha) per image")
+    moco_queue: int = option(8196, "moco: negative keys in the queue")
+    moco_momentum: float = option(0.999, "moco: key encoder momentum m (k <- m k + (1 - m) q)")
+    moco_temperature: float = option(0.2, "moco: InfoNCE temperature")
+    moco_key_splits: int = option(1, "moco: encode the keys in this many shuffled chunks (shuffled BatchNorm "
+                                  "on one device; 1 = one forward)")
     temperature: float = option(0.05, "contrastive temperature tau")
     theta: float = option(1.0, "weight of the supervised (SupCon) term")
     lam: float = option(1.2, "weight lambda of the self-supervised term (SimCLR + mix)")
@@ -88,21 +97,29 @@ class Config:
     channels_last: bool = option(False, "channels_last model and inputs")
     compile: bool = option(False, "torch.compile the model, in regions split at the CAM layers (slow to start)")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+    loader: str = option("auto", "input pipeline: dali (NVIDIA DALI, GPU or CPU), torch (torchvision per sample in "
+                         "DataLoader workers), device (dataset on the device, batched views); auto = dali if "
+                         "installed, else device on a GPU, else torch", ("auto", "dali", "torch", "device"))
+    workers: int = option(2, "input pipeline CPU workers: DALI threads or DataLoader processes (0 = in-process)")
     # run control
     log_every: int = option(10, "steps between metric read-backs (the only host syncs in the loop)")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     overwrite: bool = option(False, "replace an existing run folder")
     stop_after: int = option(0, "stop after this many epochs in this invocation (0 = run to the end); "
                              "the schedule still spans --epochs, so --resume continues exactly")
+    save_every: int = option(0, "also keep the model every this many epochs as epoch_XXX.pt (0 = never), "
+                             "e.g. for the linear-accuracy curve of fastgradmix.evaluate --tasks linear")
     progress: bool = option(True, "show progress bars")
 
     def cam_layer_list(self) -> list[str]:
         return [name for name in self.cam_layers.split("+") if name]
 
     def run_dir_name(self) -> str:
+        # the default method keeps the short name; others say which (runs/digits-split0-moco-gradmix)
+        what = self.aug if self.method == "supcon+simclr" else f"{self.method}-{self.aug}"
         if self.split == "all":  # the sweep's folder; split k runs in its split<k>/
-            return self.out or f"runs/{self.protocol}-all-{self.aug}"
-        return self.out or f"runs/{self.protocol}-split{self.split}-{self.aug}"
+            return self.out or f"runs/{self.protocol}-all-{what}"
+        return self.out or f"runs/{self.protocol}-split{self.split}-{what}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,7 +129,7 @@ class Config:
 # 2 CPU cores: 16 px images and a quarter-width ResNet-18 (its 8x8 originals carry little more).
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(image_size=16, width=16, epochs=30, batch_size=128, cam_layers="conv4_2",
-                   eval_batch_size=1024),
+                   eval_batch_size=1024, moco_queue=512),  # 754 training images: a queue under one epoch
     # MNIST-like (DESIGN.md section 2): no GradMix; 28 px digits upsampled to 32 px for the CIFAR stem
     "mnist": dict(image_size=32, aug="none"),
     # SVHN: no flips (digits), but colour ops and GradMix (the data sets flip/colour; see protocols.py)
@@ -144,9 +161,19 @@ def validate(cfg: Config) -> None:
         (cfg.log_every >= 1, f"--log-every must be >= 1 (got {cfg.log_every})"),
         (cfg.stop_after >= 0, "--stop-after must be >= 0"),
         (cfg.threads >= 0, "--threads must be >= 0"),
+        (cfg.workers >= 0, f"--workers must be >= 0 (got {cfg.workers})"),
         (cfg.split == "all" or cfg.split >= 0, f"--split must be >= 0 or all (got {cfg.split})"),
         (cfg.train_subset >= 0, f"--train-subset must be >= 0 (got {cfg.train_subset})"),
         (len(cfg.cam_layer_list()) >= 1, "--cam-layers needs at least one layer, e.g. conv5_2"),
+        (cfg.mix_alpha > 0, f"--mix-alpha must be > 0 (got {cfg.mix_alpha})"),
+        (0 <= cfg.moco_momentum <= 1, f"--moco-momentum must lie in [0, 1] (got {cfg.moco_momentum})"),
+        (cfg.moco_temperature > 0, f"--moco-temperature must be > 0 (got {cfg.moco_temperature})"),
+        (1 <= cfg.moco_key_splits <= cfg.batch_size,
+         f"--moco-key-splits must lie in [1, --batch-size] (got {cfg.moco_key_splits})"),
+        (cfg.method != "moco" or cfg.moco_queue >= cfg.batch_size * world_size(),
+         f"--moco-queue {cfg.moco_queue} must hold at least one step's keys: --batch-size x processes = "
+         f"{cfg.batch_size * world_size()}"),
+        (cfg.save_every >= 0, f"--save-every must be >= 0 (got {cfg.save_every})"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,4 +1,4 @@
-"""python -m fastgradmix.evaluate --run runs/NAME --tasks osr,closed,ood,corruption (any subset, or all).
+"""python -m fastgradmix.evaluate --run runs/NAME --tasks osr,closed,ood,corruption,linear,diversity (or all).
 
 The paper's evaluations (sections 4.2-4.4) of a trained run, reusing its config.json and last.pt:
 - osr: known vs unknown test classes (AUROC, TNR@TPR95, DTACC, AUIN, AUOUT), closed-set accuracy, openness;
@@ -6,7 +6,11 @@ The paper's evaluations (sections 4.2-4.4) of a trained run, reusing its config.
 - ood: the known test images against out-sets (CIFAR-10 runs: CIFAR-100 and SVHN; any ImageFolder, or
   ODIN-style noise, with --ood-out);
 - corruption: accuracy drop under the 15 Hendrycks & Dietterich corruptions x 5 severities (generated, or
-  the released CIFAR-10-C files with --corruption-data), with --compare runs/OTHER side by side.
+  the released CIFAR-10-C files with --corruption-data), with --compare runs/OTHER side by side;
+- linear: a linear classifier on the frozen encoder's features, top-1/top-5 on the known test images, and
+  its curve over the epoch_XXX.pt checkpoints of --save-every (linear_eval.py);
+- diversity: intrinsic dimension (TwoNN) of the test features, activated area S_M(tau) of the test images'
+  LayerCAM maps and a grid of them, with --compare runs/OTHER side by side (diversity.py).
 
 A sweep folder (``--split all``: runs/NAME/split<k>/) is evaluated split by split, with mean ± std.
 Everything is computed first; then plots/*.png, report.md and the "evaluation" key of results.json are
@@ -23,9 +27,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__, plots, report
+from .analysis import area_thresholds
 from .checkpoint import load_checkpoint, write_json
 from .config import Config, merge
 from .corruptions import CORRUPTIONS, TABLES, table_for_side
@@ -33,6 +39,7 @@ from .corruptions.released import check_cifar10_c
 from .data.augment import AugmentSpec
 from .data.openset import OpenSetData
 from .data.protocols import PROTOCOLS, build_protocol
+from .diversity import aggregate_diversity, diversity_task, grid_rows, score_cam_maps
 from .errors import UserError, run_cli
 from .evaluation import (
     SCORES,
@@ -46,11 +53,14 @@ from .evaluation import (
     osr_task,
     released_corruption_task,
 )
+from .features import extract_features
+from .linear_eval import FEATURE_KINDS, aggregate_linear, checkpoints_over_epochs, linear_task, snapshot_loader
 from .models import build_model
 from .train import resolve_device
 
 PROG = "fastgradmix.evaluate"
-TASKS = ("osr", "closed", "ood", "corruption")
+TASKS = ("osr", "closed", "ood", "corruption", "linear", "diversity")
+COMPARABLE = ("corruption", "diversity")  # the tasks --compare evaluates on the other run too
 NOISE_SETS = ("noise:uniform", "noise:gaussian")
 
 
@@ -77,7 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parameter table: auto = CIFAR-10-C up to 48 px, Tiny-ImageNet-C above")
     parser.add_argument("--corruption-data", default="", help="folder of the released CIFAR-10-C "
                         "(<corruption>.npy + labels.npy): use it instead of generating corruptions")
-    parser.add_argument("--compare", default="", help="another run: corruption robustness side by side")
+    parser.add_argument("--compare", default="", help="another run (e.g. without GradMix): its corruption "
+                        "robustness and feature diversity side by side with this run's")
+    parser.add_argument("--linear-features", choices=FEATURE_KINDS, default="encoder",
+                        help="linear: the encoder's pooled features (default) or the projection head's outputs")
+    parser.add_argument("--area-range", default="1e-5,1e-3", help="diversity: LOW,HIGH of the activated-area "
+                        "thresholds tau (9, log-spaced; the maps are normalised to a maximum of 1)")
+    parser.add_argument("--cam-grid", type=int, default=8, help="diversity: test images in the LayerCAM grid "
+                        "(half known, half unknown when the protocol has unknowns)")
     parser.add_argument("--max-images", type=int, default=0, help="evaluate at most N images of each test set "
                         "(known, unknown, each out-set), drawn with --seed (0 = all)")
     parser.add_argument("--max-bank", type=int, default=0,
@@ -142,6 +159,17 @@ def parse_tasks(text: str) -> tuple[list[str], bool]:
     return _names(text, TASKS, "task"), False
 
 
+def parse_area_range(text: str) -> list[float]:
+    """--area-range LOW,HIGH -> 9 thresholds log-spaced from LOW to HIGH."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--area-range {text!r}: give LOW,HIGH, e.g. 1e-5,1e-3") from None
+    if not 0 < low <= high:
+        raise UserError(f"--area-range {text!r}: need 0 < LOW <= HIGH")
+    return area_thresholds(low, high, 9)
+
+
 def default_out_sets(protocol: str) -> list[str]:
     """Registered OOD protocols sharing the run's in-distribution: for X-closed or X-vs-Y, every X-vs-*."""
     if protocol.endswith("-closed"):
@@ -196,13 +224,15 @@ def load_data(cfg: Config, data_root: str, progress: bool) -> OpenSetData:
     return data.subset_train(cfg.train_subset, cfg.seed)  # the bank the run was trained (and evaluated) with
 
 
-def load_model(run: Run, data: OpenSetData, device: torch.device) -> torch.nn.Module:
+def load_model(run: Run, data: OpenSetData, device: torch.device, checkpoint: dict | None = None,
+               name: str = "last.pt") -> torch.nn.Module:
+    """The run's model from its last.pt, or from another ``checkpoint`` of the run (file ``name``)."""
     cfg = run.cfg
     try:
         model = build_model(cfg.arch, data.channels, cfg.stem, cfg.width, cfg.feature_dim, cfg.channels_last)
-        model.load_state_dict(run.checkpoint["model"])
+        model.load_state_dict((run.checkpoint if checkpoint is None else checkpoint)["model"])
     except (KeyError, RuntimeError, ValueError) as err:
-        raise UserError(f"{run.path / 'last.pt'} does not fit the run's config.json "
+        raise UserError(f"{run.path / name} does not fit the run's config.json "
                         f"({str(err).strip().splitlines()[0]})") from None
     return model.to(device).eval()
 
@@ -313,7 +343,56 @@ def evaluate_run(run: Run, args, requested: list[str], from_all: bool, device: t
     if "corruption" in todo.tasks:
         results["corruption"] = corruption_result(scorer, data, known_images, known_labels, closed["closed_acc"],
                                                   corruption_names, severities, args, common)
+    if "linear" in todo.tasks:
+        results["linear"] = {**linear_result(run, data, spec, model, known_images, known_labels, args, device),
+                             "settings": common}
+        series["linear"] = results["linear"]["curve"]
+    if "diversity" in todo.tasks:
+        diversity, series["diversity"] = diversity_result(run, data, spec, model, scorer, known_images, args, device)
+        results["diversity"] = {**diversity, "settings": common}
     return results, todo.skipped, series
+
+
+def linear_result(run: Run, data: OpenSetData, spec: AugmentSpec, model: torch.nn.Module, test_images: torch.Tensor,
+                  test_labels: torch.Tensor, args, device: torch.device) -> dict:
+    """The linear probe at last.pt and at each epoch_XXX.pt before it (features cached beside each file)."""
+    cfg = run.cfg
+    checkpoints = []
+    for epoch, path in checkpoints_over_epochs(run.path, run.checkpoint.get("epoch", 0)):
+        if path.name == "last.pt":
+            checkpoints.append((epoch, path, lambda: model))
+        else:
+            checkpoints.append((epoch, path, snapshot_loader(path, lambda state, name=path.name: load_model(
+                run, data, device, state, name))))
+    # everything else the cached features depend on (the checkpoint file itself is part of the key)
+    extra = {"protocol": cfg.protocol, "split": cfg.split, "image_size": cfg.image_size,
+             "max_images": args.max_images, "max_bank": args.max_bank, "seed": args.seed,
+             "data_root": str(args.data_root or cfg.data_root)}
+    return linear_task(checkpoints, data.train_images, data.train_labels, test_images, test_labels, data.num_known,
+                       spec, args.linear_features, args.batch_size or cfg.eval_batch_size, device, cfg.channels_last,
+                       args.progress, extra)
+
+
+def diversity_result(run: Run, data: OpenSetData, spec: AugmentSpec, model: torch.nn.Module, scorer: BankScorer,
+                     known_images: torch.Tensor, args, device: torch.device) -> tuple[dict, dict]:
+    """TwoNN of the known test features, S_M(tau) of their LayerCAM maps, and the maps of the grid's images."""
+    cfg = run.cfg
+    layers = cfg.cam_layer_list()
+    batch_size = args.batch_size or cfg.eval_batch_size
+    encoder = extract_features(model.encoder, known_images, spec, batch_size, device, cfg.channels_last,
+                               desc="encoder features", progress=args.progress)
+    head = scorer.features(known_images, "head features")
+
+    def cam(images: torch.Tensor, desc: str) -> torch.Tensor:
+        return score_cam_maps(model, images, spec, layers, scorer.bank, scorer.bank_labels, data.num_known,
+                              scorer.topk, batch_size, device, cfg.channels_last, args.progress, desc)
+
+    result = diversity_task(encoder, head, cam(known_images, "CAM maps"), layers, args.area_thresholds)
+    rows = grid_rows(data.test_labels, args.cam_grid)
+    labels = data.test_labels[rows].tolist()
+    grid = {"images": data.test_images[rows], "maps": cam(data.test_images[rows], "CAM grid"),
+            "captions": [data.known_classes[label] if label >= 0 else "unknown" for label in labels]}
+    return result, {"thresholds": result["thresholds"], "area": result["activated_area"], "grid": grid}
 
 
 def corruption_result(scorer: BankScorer, data: OpenSetData, images: torch.Tensor, labels: torch.Tensor,
@@ -352,8 +431,9 @@ def merged(existing: dict, new: dict, skipped: dict, context: dict) -> dict:
     return {**existing, "evaluation": evaluation}
 
 
-def figures(series_per_run: list[tuple[str, dict]], evaluation: dict, compare: dict | None) -> dict[str, bytes]:
-    """PNG bytes per report path, for the tasks evaluated now."""
+def figures(series_per_run: list[tuple[str, dict]], evaluation: dict, compare: dict | None,
+            compare_series: dict | None = None) -> dict[str, bytes]:
+    """PNG bytes per report path, for the tasks evaluated now (``compare_series``: the other run's diversity)."""
     out: dict[str, bytes] = {}
     osr = [(label or "known vs unknown", *s["osr"]) for label, s in series_per_run if "osr" in s]
     if osr:
@@ -364,11 +444,37 @@ def figures(series_per_run: list[tuple[str, dict]], evaluation: dict, compare: d
         out["plots/roc_ood.png"] = plots.roc_png(ood, "OOD detection")
         out["plots/hist_ood.png"] = plots.histogram_png(ood, "OOD scores", names=("in-distribution", "out-set"))
     if "corruption" in evaluation:
-        runs = [(f"this run ({compare['this_aug']})" if compare else "this run", evaluation["corruption"])]
-        if compare:
+        compared = compare is not None and "corruption" in compare
+        runs = [(f"this run ({compare['this_aug']})" if compared else "this run", evaluation["corruption"])]
+        if compared:
             runs.append((f"{compare['run']} ({compare['aug']})", compare["corruption"]))
         out["plots/corruption.png"] = plots.corruption_png(runs, f"corruption robustness ({runs[0][1]['table']})")
+    this_label = f"this run ({compare['this_aug']})" if compare else "this run"
+    linear = [(label or this_label, s["linear"]) for label, s in series_per_run if "linear" in s]
+    if linear:
+        out["plots/linear_curve.png"] = plots.linear_curve_png(linear)
+    diversity = [(label or this_label, s["diversity"]) for label, s in series_per_run if "diversity" in s]
+    if diversity:
+        if compare_series is not None:
+            diversity.append((f"{compare['run']} ({compare['aug']})", compare_series))
+        out["plots/activated_area.png"] = plots.activated_area_png(
+            [(label, d["thresholds"], d["area"]) for label, d in diversity],
+            f"activated area of the LayerCAM maps ({evaluation['diversity']['cam_layers']})")
+        first = diversity[0][1]["grid"]  # a sweep shows its first split
+        rows = [(diversity[0][0], first["maps"].numpy())]
+        if compare_series is not None:
+            rows.append((diversity[-1][0], compare_series["grid"]["maps"].numpy()))
+        out["plots/cam_grid.png"] = plots.cam_grid_png(_display_images(first["images"]), first["captions"], rows,
+                                                       "LayerCAM of test images (score of the best known class)")
     return out
+
+
+def _display_images(images: torch.Tensor) -> np.ndarray:
+    """uint8 (G, C, H, W) -> float (G, H, W, 3) in [0, 1] for matplotlib (gray repeated)."""
+    pixels = images.float().div(255)
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    return pixels.permute(0, 2, 3, 1).numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -395,15 +501,25 @@ def evaluate(args) -> dict:
         raise UserError(f"--topk must be >= 1 (got {args.topk})")
     if args.corruption_data and "corruption" in requested:
         check_cifar10_c(args.corruption_data, corruption_names)
-    if args.compare and "corruption" not in requested:
-        raise UserError("--compare compares corruption robustness: add corruption to --tasks")
+    if args.cam_grid < 1:
+        raise UserError(f"--cam-grid must be >= 1 (got {args.cam_grid})")
+    args.area_thresholds = parse_area_range(args.area_range)
+    compared_tasks = [task for task in requested if task in COMPARABLE]
+    if args.compare and not compared_tasks:
+        raise UserError("--compare compares corruption robustness and feature diversity: add corruption or "
+                        "diversity to --tasks")
     device = resolve_device(args.device)
     root = Path(args.run)
     runs = [load_run(path, path.name if path != root else "") for path in locate_runs(root)]
     others = []
-    if args.compare and "corruption" in requested:
+    if args.compare:
         others = [load_run(path, path.name if path != Path(args.compare) else "")
                   for path in locate_runs(Path(args.compare))]
+        if "diversity" in compared_tasks and (others[0].cfg.protocol, others[0].cfg.split) != (
+                runs[0].cfg.protocol, runs[0].cfg.split):
+            raise UserError(f"--compare {args.compare}: diversity compares runs on the same test images, but it is "
+                            f"{others[0].cfg.protocol} split {others[0].cfg.split}, this run "
+                            f"{runs[0].cfg.protocol} split {runs[0].cfg.split}")
     result_paths = [run.path / "results.json" for run in runs] + ([root / "results.json"] if len(runs) > 1 else [])
     existing = {path: read_results(path) for path in result_paths}  # unreadable files fail before the work
 
@@ -417,22 +533,21 @@ def evaluate(args) -> dict:
                                                 severities)
         per_run.append((run, results))
         series_per_run.append((run.label, series))
-    if len(runs) > 1:
-        combined = aggregate_splits([(run.cfg.split, results) for run, results in per_run])
-    else:
-        combined = per_run[0][1]
-    compare = None
-    if others and "corruption" in combined:
-        compare = compare_corruption(others, args, corruption_names, severities, device, combined, runs[0])
+    combined = aggregate(per_run) if len(runs) > 1 else per_run[0][1]
+    compare, compare_series = None, None
+    compared_tasks = [task for task in compared_tasks if task in combined]
+    if others and compared_tasks:
+        compare, compare_series = compare_runs(others, args, compared_tasks, corruption_names, severities, device,
+                                               runs[0])
 
     # then write: figures, per-split results, the folder's results and report
     cfg = runs[0].cfg
-    context = {"protocol": cfg.protocol, "aug": cfg.aug, "epochs": cfg.epochs, "seed": cfg.seed}
+    context = {"protocol": cfg.protocol, "method": cfg.method, "aug": cfg.aug, "epochs": cfg.epochs, "seed": cfg.seed}
     context.update({"splits": [run.cfg.split for run in runs]} if len(runs) > 1 else {"split": cfg.split})
     new = dict(combined)
     if compare is not None:
         new["compare"] = compare
-    images = figures(series_per_run, new, compare)
+    images = figures(series_per_run, new, compare, compare_series)
     for name, data in images.items():
         report.write_bytes(root / name, data)
     if len(runs) > 1:
@@ -440,23 +555,41 @@ def evaluate(args) -> dict:
             path = run.path / "results.json"
             write_json(path, merged(existing[path], results, skipped, {**context, "split": run.cfg.split}))
     final = merged(existing[root / "results.json"], new, skipped, context)
-    present = {name for name in ("plots/roc_osr.png", "plots/hist_osr.png", "plots/roc_ood.png", "plots/hist_ood.png",
-                                 "plots/corruption.png") if (root / name).is_file()}
+    present = {name for name in report.FIGURES if (root / name).is_file()}
     report.write_bytes(root / "report.md", report.render(root, final, present).encode())
     write_json(root / "results.json", final)
     print_summary(root, final["evaluation"])
     return final
 
 
-def compare_corruption(others: list[Run], args, names: list[str], severities: list[int], device: torch.device,
-                       combined: dict, this: Run) -> dict:
-    """The corruption task on the other run(s), in memory only (nothing is written to their folders)."""
-    results = []
+def aggregate(per_run: list[tuple[Run, dict]]) -> dict:
+    """A sweep's results: every task's per-split results and mean ± std."""
+    per_split = [(run.cfg.split, results) for run, results in per_run]
+    combined = aggregate_splits(per_split)
+    if "linear" in per_split[0][1]:
+        combined["linear"] = aggregate_linear([(split, results["linear"]) for split, results in per_split])
+    if "diversity" in per_split[0][1]:
+        combined["diversity"] = aggregate_diversity([(split, results["diversity"]) for split, results in per_split])
+    return combined
+
+
+def compare_runs(others: list[Run], args, tasks: list[str], names: list[str], severities: list[int],
+                 device: torch.device, this: Run) -> tuple[dict, dict | None]:
+    """The comparable tasks on the other run(s), in memory only (nothing is written to their folders).
+
+    Returns the comparison for results.json ({"run", "aug", "this_aug", and a result per task}) and the other
+    run's diversity series for the figures (its first split's, in a sweep), or None.
+    """
+    per_run, first_series = [], None
     for run in others:
-        evaluated, _, _ = evaluate_run(run, args, ["corruption"], False, device, names, severities)
-        results.append((run.cfg.split, evaluated))
-    other = aggregate_splits(results)["corruption"] if len(results) > 1 else results[0][1]["corruption"]
-    return {"run": str(args.compare), "aug": others[0].cfg.aug, "this_aug": this.cfg.aug, "corruption": other}
+        evaluated, _, series = evaluate_run(run, args, tasks, False, device, names, severities)
+        per_run.append((run, evaluated))
+        first_series = first_series or series.get("diversity")
+    other = aggregate(per_run) if len(per_run) > 1 else per_run[0][1]
+    compare = {"run": str(args.compare), "aug": others[0].cfg.aug, "this_aug": this.cfg.aug,
+               "method": others[0].cfg.method, "this_method": this.cfg.method}
+    compare.update({task: other[task] for task in tasks if task in other})
+    return compare, first_series
 
 
 def print_summary(root: Path, evaluation: dict) -> None:
@@ -475,6 +608,17 @@ def print_summary(root: Path, evaluation: dict) -> None:
         lines.append((f"OOD {name}: AUROC / TNR@TPR95", f"{value(result, 'auroc')} / {value(result, 'tnr')}"))
     if "corruption" in evaluation:
         lines.append(("corruption mean accuracy drop", f"{evaluation['corruption']['overall_mean_drop']:.4f}"))
+    if "linear" in evaluation:
+        linear = evaluation["linear"]
+        lines.append((f"linear top-1 / top-5 ({linear['features']} features)",
+                      f"{value(linear, 'top1')} / {value(linear, 'top5')}"))
+    if "diversity" in evaluation:
+        diversity = evaluation["diversity"]
+        lines.append(("intrinsic dimension (encoder / head)",
+                      f"{value(diversity, 'twonn_encoder')} / {value(diversity, 'twonn_head')}"))
+        middle = len(diversity["thresholds"]) // 2
+        lines.append((f"activated area S_M({diversity['thresholds'][middle]:.0e})",
+                      f"{diversity['activated_area'][middle]:.4f}"))
     for task, why in evaluation.get("skipped", {}).items():
         lines.append((f"{task} skipped", why))
     width = max((len(name) for name, _ in lines), default=0)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .corruptions import CORRUPTIONS, corrupt
 from .data.augment import AugmentSpec
+from .data.loaders import EvalViews
 from .data.openset import OpenSetData
 from .errors import UserError
 from .features import extract_features
@@ -40,11 +41,13 @@ class BankScorer:
     """
 
     def __init__(self, model: nn.Module, data: OpenSetData, spec: AugmentSpec, topk: int, batch_size: int,
-                 device: torch.device, channels_last: bool = False, progress: bool = True, score: str = "sum"):
+                 device: torch.device, channels_last: bool = False, progress: bool = True, score: str = "sum",
+                 views: EvalViews | None = None):
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         self.model, self.spec, self.topk, self.batch_size = model, spec, topk, batch_size
         self.device, self.channels_last, self.progress, self.score_mode = device, channels_last, progress, score
+        self.views = views  # the input pipeline's evaluation views (None: made on the device)
         self.num_classes = data.num_known
         self.bank = self.features(data.train_images, "bank features")  # (N_train, D)
         self.bank_labels = data.train_labels.to(device)  # (N_train,)
@@ -52,7 +55,7 @@ class BankScorer:
     def features(self, images: torch.Tensor, desc: str, progress: bool | None = None) -> torch.Tensor:
         """uint8 images (T, C, H, W) -> L2-normalised features (T, D) on the device."""
         return extract_features(self.model, images, self.spec, self.batch_size, self.device, self.channels_last,
-                                desc=desc, progress=self.progress if progress is None else progress)
+                                desc=desc, progress=self.progress if progress is None else progress, views=self.views)
 
     def score(self, images: torch.Tensor, desc: str = "test features", progress: bool | None = None) -> Scored:
         """uint8 images (T, C, H, W) -> predictions and open-set scores."""
@@ -72,10 +75,10 @@ class BankScorer:
 
 def evaluate_open_set(model: nn.Module, data: OpenSetData, spec: AugmentSpec, topk: int, batch_size: int,
                       device: torch.device, channels_last: bool = False, progress: bool = True,
-                      score: str = "sum") -> dict:
+                      score: str = "sum", views: EvalViews | None = None) -> dict:
     """AUROC (None for closed-set protocols), closed-set accuracy and openness of the protocol's test set."""
-    scored = BankScorer(model, data, spec, topk, batch_size, device, channels_last, progress, score).score(
-        data.test_images)
+    scored = BankScorer(model, data, spec, topk, batch_size, device, channels_last, progress, score,
+                        views).score(data.test_images)
     is_known = data.test_labels >= 0
     return {
         # closed-set protocols have no unknown test images: no AUROC (null in results.json)

@@ -1,5 +1,5 @@
-"""The evaluation report's figures as PNG bytes: ROC curves, known-vs-unknown score histograms, and the
-corruption-robustness bar chart.
+"""The evaluation report's figures as PNG bytes: ROC curves, known-vs-unknown score histograms, the
+corruption-robustness bar chart, the linear-accuracy curve, the activated-area curve and the CAM grid.
 
 Matplotlib's object API with the Agg canvas: no pyplot, no global backend switch, no display needed.
 Each function returns the PNG bytes; report.py writes them atomically beside report.md.
@@ -13,6 +13,7 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from .metrics import auroc
@@ -85,5 +86,63 @@ def corruption_png(runs: list[tuple[str, dict]], title: str) -> bytes:
     if len(runs) > 1:
         bars.legend(fontsize=8)
         lines.legend(fontsize=8)
+    figure.suptitle(title)
+    return _png(figure)
+
+
+def linear_curve_png(series: list[tuple[str, list[dict]]], title: str = "linear evaluation over epochs") -> bytes:
+    """Top-1 (solid) and top-5 (dashed) linear-probe accuracy against the epoch of each checkpoint, one colour per
+    run. ``series`` = (label, [{"epoch", "top1", "top5"}, ...])."""
+    figure = Figure(figsize=(5.6, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    for index, (label, curve) in enumerate(series):
+        colour = f"C{index}"
+        epochs = [point["epoch"] for point in curve]
+        axes.plot(epochs, [100 * p["top1"] for p in curve], marker="o", color=colour, label=f"{label} top-1")
+        axes.plot(epochs, [100 * p["top5"] for p in curve], marker=".", linestyle="--", color=colour,
+                  label=f"{label} top-5")
+    axes.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def activated_area_png(series: list[tuple[str, list[float], list[float]]],
+                       title: str = "activated area of the LayerCAM maps") -> bytes:
+    """S_M(tau) against tau (log axis), one line per run. ``series`` = (label, thresholds, areas in [0, 1])."""
+    figure = Figure(figsize=(5.6, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    for label, thresholds, areas in series:
+        axes.plot(thresholds, 100 * np.asarray(areas), marker="o", label=label)
+    axes.set_xscale("log")
+    axes.set(xlabel="threshold tau (map normalised to max 1)", ylabel="S_M(tau): pixels above tau (%)", title=title)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def cam_grid_png(images: np.ndarray, captions: list[str], rows: list[tuple[str, np.ndarray]],
+                 title: str = "LayerCAM of test images") -> bytes:
+    """A grid: the first row the images, then one row per run with its maps over the image (jet, alpha 0.5).
+
+    images (G, H, W, 3) floats in [0, 1] (gray images repeated); rows = (label, maps (G, H, W) in [0, 1]).
+    """
+    count = images.shape[0]
+    figure = Figure(figsize=(1.5 * count + 0.6, 1.6 * (len(rows) + 1)), layout="constrained")
+    grid = figure.subplots(len(rows) + 1, count, squeeze=False)
+    for column in range(count):
+        grid[0, column].imshow(images[column], interpolation="nearest")
+        grid[0, column].set_title(captions[column], fontsize=8)
+        for row, (_, maps) in enumerate(rows, start=1):
+            grid[row, column].imshow(images[column].mean(axis=2), cmap="gray", interpolation="nearest")
+            grid[row, column].imshow(maps[column], cmap="jet", alpha=0.5, vmin=0, vmax=max(float(maps.max()), 1e-12),
+                                     interpolation="bilinear")
+    for axes in grid.flat:
+        axes.set_xticks([])
+        axes.set_yticks([])
+    grid[0, 0].set_ylabel("image", fontsize=8)
+    for row, (label, _) in enumerate(rows, start=1):
+        grid[row, 0].set_ylabel(label, fontsize=8)
     figure.suptitle(title)
     return _png(figure)

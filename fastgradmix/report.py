@@ -11,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 OOD_COLUMNS = (("tnr", "TNR@TPR95"), ("auroc", "AUROC"), ("dtacc", "DTACC"), ("auin", "AUIN"), ("auout", "AUOUT"))
+# every figure the report may embed, relative to the run folder
+FIGURES = ("plots/roc_osr.png", "plots/hist_osr.png", "plots/roc_ood.png", "plots/hist_ood.png", "plots/corruption.png",
+           "plots/linear_curve.png", "plots/activated_area.png", "plots/cam_grid.png")
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -125,6 +128,56 @@ def _corruption_section(corruption: dict, compare: dict | None, figures: set[str
     return lines + _figures(["plots/corruption.png"], figures) + [""]
 
 
+def _linear_section(linear: dict, figures: set[str]) -> list[str]:
+    lines = ["## Linear evaluation (frozen features, known test images)", "", _settings(linear["settings"]), ""]
+    if "per_split" in linear:
+        rows = [[str(s["split"]), _pct(s["top1"]), _pct(s["top5"]), _pct(s["train_top1"]), f"{s['n_train']} / "
+                 f"{s['n_test']}"] for s in linear["per_split"]]
+        rows.append(["mean ± std", _mean_std(linear["mean"]["top1"]), _mean_std(linear["mean"]["top5"]), "", ""])
+        curve = linear["curve_mean"]
+        recipe = linear["per_split"][0]["recipe"]
+    else:
+        rows = [["-", _pct(linear["top1"]), _pct(linear["top5"]), _pct(linear["train_top1"]),
+                 f"{linear['n_train']} / {linear['n_test']}"]]
+        curve, recipe = linear["curve"], linear["recipe"]
+    lines += [*_table(["split", "top-1 (%)", "top-5 (%)", "train top-1 (%)", "train / test images"], rows), "",
+              f"Features: the {linear['features']}'s (frozen, un-augmented test views). Classifier: multinomial "
+              f"logistic regression on standardised features, L2 {recipe['weight_decay']:g} on the weights, L-BFGS "
+              f"(at most {recipe['max_iter']} iterations), no seed.", ""]
+    if len(curve) > 1:
+        lines += ["Over the checkpoints (`--save-every`" + (", mean over splits" if "per_split" in linear else "")
+                  + "):", "", *_table(["epoch", "top-1 (%)", "top-5 (%)"],
+                                      [[str(p["epoch"]), _pct(p["top1"]), _pct(p["top5"])] for p in curve]), ""]
+    return lines + _figures(["plots/linear_curve.png"], figures) + [""]
+
+
+def _diversity_section(diversity: dict, compare: dict | None, figures: set[str]) -> list[str]:
+    lines = ["## Feature diversity", "", _settings(diversity["settings"]), ""]
+
+    def dimension(result: dict, key: str) -> str:
+        if "mean" in result:
+            stat = result["mean"][key]
+            return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+        return f"{result[key]:.2f}"
+
+    columns = [("this run", diversity)]
+    if compare is not None and "diversity" in compare:
+        columns = [(f"this run ({compare['this_aug']})", diversity),
+                   (f"{compare['run']} ({compare['aug']})", compare["diversity"])]
+    header = ["", *(name for name, _ in columns)]
+    rows = [["intrinsic dimension, encoder features", *(dimension(r, "twonn_encoder") for _, r in columns)],
+            ["intrinsic dimension, head features", *(dimension(r, "twonn_head") for _, r in columns)]]
+    rows += [[f"S_M({tau:.1e}) (%)", *(f"{100 * r['activated_area'][i]:.2f}" for _, r in columns)]
+             for i, tau in enumerate(diversity["thresholds"])]
+    lines += [*_table(header, rows), "",
+              "Intrinsic dimension: TwoNN (Facco et al. 2017) of the known test images' features. Activated area "
+              f"S_M(tau): share of LayerCAM map pixels above tau (maps at {diversity['cam_layers']}, normalised to a "
+              "maximum of 1 per layer), the gradient being that of the image's open-set score (its best known "
+              "class's top-k similarity sum); averaged over the known test images"
+              + (" and the splits" if "per_split" in diversity else "") + ".", ""]
+    return lines + _figures(["plots/activated_area.png", "plots/cam_grid.png"], figures) + [""]
+
+
 def render(run_dir: Path, results: dict, figures: set[str]) -> str:
     """The markdown of ``results`` (a results.json with an "evaluation" key); ``figures`` = existing plot paths."""
     evaluation = results["evaluation"]
@@ -135,7 +188,9 @@ def render(run_dir: Path, results: dict, figures: set[str]) -> str:
         facts.append(f"splits {', '.join(str(s) for s in context['splits'])}")
     elif "split" in context:
         facts.append(f"split {context['split']}")
-    facts += [f"aug {context.get('aug', results.get('aug', '?'))}", f"{context.get('epochs', '?')} epochs"]
+    facts += [f"method {context.get('method', results.get('method', '?'))}",
+              f"aug {context.get('aug', results.get('aug', '?'))}",
+              f"{context.get('epochs', '?')} epochs"]
     lines += [", ".join(facts) + ".", ""]
     if "osr" in evaluation:
         lines += _osr_section(evaluation["osr"], figures)
@@ -143,8 +198,14 @@ def render(run_dir: Path, results: dict, figures: set[str]) -> str:
         lines += _closed_section(evaluation["closed"])
     if evaluation.get("ood"):
         lines += _ood_section(evaluation["ood"], figures)
+    compare = evaluation.get("compare")
     if "corruption" in evaluation:
-        lines += _corruption_section(evaluation["corruption"], evaluation.get("compare"), figures)
+        lines += _corruption_section(evaluation["corruption"],
+                                     compare if compare and "corruption" in compare else None, figures)
+    if "linear" in evaluation:
+        lines += _linear_section(evaluation["linear"], figures)
+    if "diversity" in evaluation:
+        lines += _diversity_section(evaluation["diversity"], compare, figures)
     if evaluation.get("skipped"):
         lines += ["## Skipped", ""] + [f"- {task}: {why}" for task, why in evaluation["skipped"].items()] + [""]
     return "\n".join(lines)

@@ -1,6 +1,18 @@
 """One training step: clean views -> contrastive loss -> (CAM -> mixed view -> l_mix) -> one update.
 
-DESIGN.md section 2, steps 1-9. With ``cam_grad="exact"`` the CAM gradient G = dL_con/dA comes from
+DESIGN.md section 2, steps 1-9, for every ``--method`` and ``--aug``:
+
+- methods (the clean loss L_con): ``supcon+simclr`` theta L_supcon + lambda L_simclr; ``supcon`` theta
+  L_supcon; ``simclr`` lambda L_simclr; ``moco`` lambda L_moco (MoCo v2: queries f_q(v1), keys f_k(v2) from
+  the momentum key encoder, negatives a queue of earlier keys; see moco.py).
+- augmentations (the mixed view m, made from v1, enters as lambda * mean(w_i l_mix(i))): ``gradmix`` and
+  ``gradcam-mix`` paste a resized partner where the CAM of L_con is highest; ``mixup`` and ``cutmix`` (the
+  ablation baselines, same slot and weighting) need no CAM; ``none`` makes no mixed view.
+- l_mix(i): anchor f(m_i), positive the second view's feature of image i; negatives the other images' clean
+  features (contrastive methods) or the queue (moco). Under ``supcon`` the mix term is the only
+  self-supervised part of the loss: L = theta L_supcon + lambda mean(w_i l_mix(i)).
+
+With ``cam_grad="exact"`` the CAM gradient G = dL_con/dA comes from
 ``torch.autograd.grad(..., retain_graph=True)``, which back-propagates only from the loss down to
 the CAM layers, and the step ends with one backward of L_con + lambda * mean(w * l_mix). With
 ``cam_grad="detached"`` G is recorded during the full backward of L_con and l_mix sees the clean
@@ -21,7 +33,9 @@ import torch
 from torch import nn
 
 from .gradmix import MIX_VARIANTS, CamCapture, gradmix_view, resolve_ops
-from .losses import gradmix_objective, mix_loss_per_sample
+from .losses import gradmix_objective, mix_loss_per_sample, simclr_loss, supcon_loss
+from .mixing import MIXING_AUGS, mixed_view
+from .moco import MoCo, infonce_per_sample, moco_objective
 from .timing import StepTimer, peak_memory_mib
 
 
@@ -41,12 +55,17 @@ class TrainStep:
         self.optimizer = optimizer
         self.cfg = cfg
         self.device = device
-        self.variant = MIX_VARIANTS.get(cfg.aug)  # None when no mixed view is made
+        self.variant = MIX_VARIANTS.get(cfg.aug)  # the CAM-guided variant; None for mixup/cutmix/none
+        self.mixing = cfg.aug in MIXING_AUGS  # a mixed view without a CAM
         self.exact_cam_grad = cfg.cam_grad == "exact"
         self.capture = None
         if self.variant is not None:
             self.capture = CamCapture(model, cfg.cam_layer_list(), keep_grads=not self.exact_cam_grad)
         self.ops = resolve_ops(cfg.gradmix_backend, device)
+        self.moco = None
+        if cfg.method == "moco":  # the key encoder copies the model as it is now (before any checkpoint load)
+            self.moco = MoCo(model, cfg.feature_dim, cfg.moco_queue, cfg.moco_momentum, cfg.moco_key_splits,
+                             generator=torch.Generator().manual_seed(cfg.seed))
         self.negatives_only = cfg.denominator == "negatives"
         self.amp_dtype = None
         if cfg.amp:
@@ -90,53 +109,83 @@ class TrainStep:
               generator: torch.Generator) -> dict[str, torch.Tensor]:
         cfg, n = self.cfg, view1.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
+        keys = None
+        if self.moco is not None:  # the key encoder follows the weights of the last update, then encodes v2
+            self.moco.update_key_encoder(self.model)
+            with self.autocast():
+                keys = self.moco.encode_keys(view2.contiguous(memory_format=self.memory_format), generator)  # (N, D)
 
-        # 1. clean views: one forward of both, capturing the CAM layers
+        # 1. clean views: one forward, capturing the CAM layers (moco: the queries' view v1 only)
         if self.capture is not None:
             self.capture.arm()
         with self.autocast():
-            features = self._encode(torch.cat([view1, view2]))  # (2N, D) fp32, L2-normalised
+            features = self._encode(view1 if keys is not None else torch.cat([view1, view2]))  # (N or 2N, D)
         if self.capture is not None:
             self.capture.disarm()
-        z1, z2 = features[:n], features[n:]
-        terms = gradmix_objective(z1, z2, labels, theta=cfg.theta, lam=cfg.lam,
-                                  temperature=cfg.temperature, negatives_only=self.negatives_only)
+        z1, z2 = features[:n], features[n:]  # z2 is empty under moco
+        terms = self._clean_terms(z1, z2, labels, keys)
         clean_loss = terms["loss"]
-        if self.variant is None:
+        if self.variant is None and not self.mixing:
             self.scaler.scale(clean_loss).backward()
-            return self._finish(terms)
+            return self._finish(terms, keys)
 
-        # 2. G = dL_con/dA at the CAM layers (only the first view's half is used)
-        activations = self.capture.activations
-        with self.timer.section("cam_grad"):
-            if self.exact_cam_grad:
-                gradients = torch.autograd.grad(self.scaler.scale(clean_loss), activations, retain_graph=True)
-            else:
-                self.scaler.scale(clean_loss).backward()
-                gradients = self.capture.gradients
-        cam_acts = [a[:n].detach() for a in activations]  # each (N, C_l, h_l, w_l)
-        cam_grads = [g[:n].detach() for g in gradients]
+        detach_clean = False
+        if self.variant is not None:
+            # 2. G = dL_con/dA at the CAM layers (only the first view's half is used)
+            activations = self.capture.activations
+            with self.timer.section("cam_grad"):
+                if self.exact_cam_grad:
+                    gradients = torch.autograd.grad(self.scaler.scale(clean_loss), activations, retain_graph=True)
+                else:
+                    self.scaler.scale(clean_loss).backward()
+                    gradients = self.capture.gradients
+                    detach_clean = True
+            cam_acts = [a[:n].detach() for a in activations]  # each (N, C_l, h_l, w_l)
+            cam_grads = [g[:n].detach() for g in gradients]
+            # 3-8. CAM, boxes, window search, partner, paste, weights
+            with self.timer.section("augment"):
+                mixed = gradmix_view(view1, cam_acts, cam_grads, self.variant, (cfg.gamma_min, cfg.gamma_max),
+                                     generator, self.ops)
+        else:  # Mixup / CutMix: partner and mixing weights drawn per image, no CAM
+            with self.timer.section("augment"):
+                mixed = mixed_view(cfg.aug, view1, cfg.mix_alpha, generator)
 
-        # 3-8. CAM, boxes, window search, partner, paste, weights
-        with self.timer.section("augment"):
-            mixed = gradmix_view(view1, cam_acts, cam_grads, self.variant, (cfg.gamma_min, cfg.gamma_max),
-                                 generator, self.ops)
-
-        # 9. the mixed view's loss: anchor z_mix_i, positive z2_i, negatives the other clean images
+        # 9. the mixed view's loss, weighted per image by w_i
         with self.autocast():
             z_mix = self._encode(mixed.images)  # (N, D)
-        if self.exact_cam_grad:
-            mix = (mixed.weights * mix_loss_per_sample(z_mix, z1, z2, cfg.temperature, self.negatives_only)).mean()
-            self.scaler.scale(clean_loss + cfg.lam * mix).backward()
-        else:
-            mix = (mixed.weights * mix_loss_per_sample(z_mix, z1.detach(), z2.detach(), cfg.temperature,
-                                                       self.negatives_only)).mean()
+        if keys is not None:  # positive k_i, negatives the queue (constants: no clean feature to detach)
+            per_sample = infonce_per_sample(z_mix, keys, self.moco.queue, cfg.moco_temperature)
+        elif detach_clean:  # --cam-grad detached: L_con's gradient is already in .grad
+            per_sample = mix_loss_per_sample(z_mix, z1.detach(), z2.detach(), cfg.temperature, self.negatives_only)
+        else:  # anchor z_mix_i, positive z2_i, negatives the other clean images
+            per_sample = mix_loss_per_sample(z_mix, z1, z2, cfg.temperature, self.negatives_only)
+        mix = (mixed.weights * per_sample).mean()
+        if detach_clean:
             self.scaler.scale(cfg.lam * mix).backward()
+        else:
+            self.scaler.scale(clean_loss + cfg.lam * mix).backward()
         terms["mix"] = mix
         terms["loss"] = clean_loss + cfg.lam * mix
-        return self._finish(terms)
+        return self._finish(terms, keys)
 
-    def _finish(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _clean_terms(self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
+                     keys: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """L_con of the method and its parts, with a zero "mix" (filled in by the mixed view, if any)."""
+        cfg = self.cfg
+        if keys is not None:
+            return moco_objective(z1, keys, self.moco.queue, lam=cfg.lam, temperature=cfg.moco_temperature)
+        if cfg.method == "supcon+simclr":
+            return gradmix_objective(z1, z2, labels, theta=cfg.theta, lam=cfg.lam, temperature=cfg.temperature,
+                                     negatives_only=self.negatives_only)
+        if cfg.method == "supcon":
+            supcon = supcon_loss(z1, z2, labels, cfg.temperature, self.negatives_only)
+            return {"loss": cfg.theta * supcon, "supcon": supcon, "mix": torch.zeros_like(supcon)}
+        if cfg.method == "simclr":
+            simclr = simclr_loss(z1, z2, cfg.temperature, self.negatives_only)
+            return {"loss": cfg.lam * simclr, "simclr": simclr, "mix": torch.zeros_like(simclr)}
+        raise ValueError(f"unknown method {cfg.method!r}")
+
+    def _finish(self, terms: dict[str, torch.Tensor], keys: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if self.scaler.is_enabled():
             # The scaler halves its scale exactly when it skips a step for inf/NaN gradients (and only
             # grows it after a run of good steps), so comparing the scale before and after counts the
@@ -152,6 +201,8 @@ class TrainStep:
         else:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        if keys is not None:  # only now: the loss's backward needed the queue as it was
+            self.moco.enqueue(keys)
         return {name: value.detach() for name, value in terms.items()}
 
     def read_log_fields(self) -> dict[str, float | int | None]:

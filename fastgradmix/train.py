@@ -21,7 +21,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, write_json
 from .compiling import compile_regions
 from .config import Config, merge, parse_args, validate
 from .data.augment import AugmentSpec
-from .data.loaders import DeviceResidentLoader, seeded_generator
+from .data.loaders import build_input_pipeline, seeded_generator
 from .data.protocols import build_protocol
 from .errors import UserError, run_cli
 from .evaluation import evaluate_open_set
@@ -82,8 +82,8 @@ def train(cfg: Config) -> dict:
         torch.backends.cudnn.benchmark = True  # input shapes are fixed: pick the fastest conv algorithms once
     run_dir, checkpoint = prepare_run_dir(cfg)
 
-    # data: the protocol's images as uint8 tensors, kept on the device (they are small for the
-    # array-backed protocols); views are made there in batched tensor ops
+    # data: the protocol's images as uint8 tensors; the input pipeline (--loader: DALI, torchvision
+    # DataLoader workers, or the dataset kept on the device) makes two augmented views of each image
     data = build_protocol(cfg.protocol, cfg.split, cfg.image_size, cfg.data_root, download=cfg.download,
                           skip_bad_images=cfg.skip_bad_images, known_classes=cfg.known_classes or None,
                           unknown_classes=cfg.unknown_classes or None, progress=cfg.progress)
@@ -95,7 +95,11 @@ def train(cfg: Config) -> dict:
                         f"{cfg.protocol}; choose a smaller batch")
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std,
                        flip=data.flip, color=data.color)
-    loader = DeviceResidentLoader(data.train_images, data.train_labels, spec, cfg.batch_size, cfg.seed, device)
+    inputs = build_input_pipeline(cfg.loader, data, spec, cfg.batch_size, cfg.seed, device, workers=cfg.workers,
+                                  amp_dtype=(torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16)
+                                  if cfg.amp else None, channels_last=cfg.channels_last)
+    loader = inputs.train  # evaluation below takes its un-augmented views from the same pipeline
+    print(inputs.describe())
 
     # model and optimiser
     torch.manual_seed(cfg.seed)
@@ -110,6 +114,8 @@ def train(cfg: Config) -> dict:
     step_fn = TrainStep(model, optimizer, cfg, device)
     if cfg.compile:  # in regions split at the CAM layers, so the CAM hooks still see real tensors
         compile_regions(model, step_fn.cam_modules)
+        if step_fn.moco is not None:  # MoCo's key encoder: no CAM hooks, one region
+            compile_regions(step_fn.moco.key_encoder, [])
     if cfg.amp and device.type == "cpu":
         print(f"{PROG}: note: --amp on CPU runs bf16 autocast; it is only faster on CPUs with bf16 support",
               file=sys.stderr)
@@ -122,6 +128,8 @@ def train(cfg: Config) -> dict:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             step_fn.scaler.load_state_dict(checkpoint["scaler"])
+            if step_fn.moco is not None:  # key encoder, queue and its pointer: the exact MoCo state
+                step_fn.moco.load_state_dict(checkpoint["moco"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise UserError(f"checkpoint {run_dir / 'last.pt'} does not fit this configuration "
                             f"({str(err).splitlines()[0]})") from None
@@ -132,6 +140,7 @@ def train(cfg: Config) -> dict:
     write_json(run_dir / "config.json", cfg.to_dict())
     metrics_path = run_dir / "metrics.jsonl"
     _truncate_metrics(metrics_path, start_epoch * steps_per_epoch)
+    _remove_later_snapshots(run_dir, start_epoch)
 
     end_epoch = cfg.epochs if cfg.stop_after == 0 else min(cfg.epochs, start_epoch + cfg.stop_after)
     progress = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
@@ -166,11 +175,17 @@ def train(cfg: Config) -> dict:
                                      img_s=f"{record['images_per_s']:.0f}")
                 pending, window_start, window_images = [], time.perf_counter(), 0
         train_wall_s += time.perf_counter() - epoch_start
-        save_checkpoint(run_dir / "last.pt", {
+        state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": step_fn.scaler.state_dict(), "epoch": epoch + 1, "train_wall_s": train_wall_s,
             "config": cfg.to_dict(), "version": __version__,
-        })
+        }
+        if step_fn.moco is not None:
+            state["moco"] = step_fn.moco.state_dict()
+        save_checkpoint(run_dir / "last.pt", state)
+        if cfg.save_every and (epoch + 1) % cfg.save_every == 0:  # the model only: for evaluations over epochs
+            save_checkpoint(run_dir / f"epoch_{epoch + 1:03d}.pt", {
+                "model": state["model"], "epoch": epoch + 1, "config": state["config"], "version": __version__})
     progress.close()
     if end_epoch < cfg.epochs:
         print(f"{PROG}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with "
@@ -178,7 +193,7 @@ def train(cfg: Config) -> dict:
         return {}
 
     scores = evaluate_open_set(model, data, spec, cfg.topk, cfg.eval_batch_size, device, cfg.channels_last,
-                               cfg.progress)
+                               cfg.progress, views=inputs.eval)
     images_seen = total_steps * cfg.batch_size
     results = {
         "protocol": cfg.protocol, "split": cfg.split, "method": cfg.method, "aug": cfg.aug,
@@ -230,6 +245,15 @@ def _truncate_metrics(path: Path, keep_below_step: int) -> None:
     kept = [line for line in path.read_text().splitlines() if line.strip()
             and json.loads(line)["step"] < keep_below_step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def _remove_later_snapshots(run_dir: Path, start_epoch: int) -> None:
+    """epoch_XXX.pt files past the starting epoch belong to a run that --overwrite replaces (or to the part of
+    an interrupted one that is replayed): keeping them would mix two runs in the curves over epochs."""
+    for path in run_dir.glob("epoch_*.pt"):
+        number = path.stem[len("epoch_"):]
+        if number.isdigit() and int(number) > start_epoch:
+            path.unlink()
 
 
 def _device_name(device: torch.device) -> str:

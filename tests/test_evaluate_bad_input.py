@@ -82,4 +82,4 @@ def test_command_line_reports_one_line(trained, tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["fastgradmix.evaluate: error: unknown task nope: choose from "
-                                                  "osr, closed, ood, corruption"]
+                                                  "osr, closed, ood, corruption, linear, diversity"]

@@ -8,14 +8,17 @@ Recipe (DESIGN.md section 2): random resized crop with area scale in [0.2, 1] an
 [3/4, 4/3], horizontal flip p=0.5, colour jitter (brightness 0.4, contrast 0.4, saturation 0.4,
 hue 0.1) with p=0.8, grayscale p=0.2, then normalisation. Digit-like protocols get the crop only.
 
-Differences from torchvision's per-image transforms, on purpose: a crop whose sides would exceed the
-image is clamped to it (torchvision retries ten times, then falls back to a centre crop); the jitter
+Like torchvision's RandomResizedCrop, a crop draws up to ten (area, aspect ratio) attempts and keeps the
+first that fits inside the image (all ten are drawn at once, so this stays batched), else takes the whole
+image (its aspect ratio clamped to the range), so every loader (dali, torch, device) crops alike.
+Differences from torchvision's per-image transforms, on purpose: crops are sub-pixel; the jitter
 factors are applied in the fixed order brightness, contrast, saturation, hue (torchvision shuffles it);
 hue is rotated in YIQ space, a close linear approximation of torchvision's HSV shift.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -24,6 +27,15 @@ import torch.nn.functional as F
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale uses
 _LUMA = (0.299, 0.587, 0.114)
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_FROM_YIQ = tuple(map(tuple, torch.linalg.inv(torch.tensor(_TO_YIQ, dtype=torch.float64)).tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor made once per device and dtype, so later batches on a GPU need no
+    host-to-device copy (a synchronising one). Shared: never modify it in place."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 @dataclass
@@ -44,14 +56,34 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, device
     return torch.rand(n, generator=generator, device=device) * (high - low) + low
 
 
+CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop
+
+
+def crop_sides(n: int, height: int, width: int, spec: AugmentSpec, generator: torch.Generator,
+               device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop width and height as fractions of the image's, (N,) each: the first of CROP_ATTEMPTS draws of
+    (area fraction, aspect ratio w/h) that fits in the image, else the whole image with its ratio clamped."""
+    attempts = _uniform(n * CROP_ATTEMPTS, 0.0, 1.0, generator, device).view(n, CROP_ATTEMPTS)
+    area = attempts * (spec.crop_scale[1] - spec.crop_scale[0]) + spec.crop_scale[0]
+    low, high = math.log(spec.crop_ratio[0]), math.log(spec.crop_ratio[1])
+    ratio = torch.exp(_uniform(n * CROP_ATTEMPTS, low, high, generator, device).view(n, CROP_ATTEMPTS))
+    image_ratio = width / height
+    crop_w = torch.sqrt(area * ratio / image_ratio)  # (N, A): w_px / W = sqrt(area H W ratio) / W
+    crop_h = torch.sqrt(area / ratio * image_ratio)
+    fits = (crop_w <= 1) & (crop_h <= 1)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first fitting attempt (0 if none fits)
+    clamped = min(max(image_ratio, spec.crop_ratio[0]), spec.crop_ratio[1])
+    whole_w, whole_h = min(1.0, clamped / image_ratio), min(1.0, image_ratio / clamped)
+    found = fits.any(dim=1)
+    crop_w = torch.where(found, crop_w.gather(1, first).squeeze(1), whole_w)
+    crop_h = torch.where(found, crop_h.gather(1, first).squeeze(1), whole_h)
+    return crop_w, crop_h
+
+
 def random_resized_crop(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
     """images (N, C, H, W) float in [0, 1] -> (N, C, size, size): one crop (and flip) per sample."""
     n, device = images.shape[0], images.device
-    area = _uniform(n, *spec.crop_scale, generator, device)  # fraction of the image area
-    log_ratio = _uniform(n, math.log(spec.crop_ratio[0]), math.log(spec.crop_ratio[1]), generator, device)
-    ratio = torch.exp(log_ratio)
-    crop_w = torch.sqrt(area * ratio).clamp(max=1.0)  # (N,) fraction of the image width
-    crop_h = torch.sqrt(area / ratio).clamp(max=1.0)
+    crop_w, crop_h = crop_sides(n, images.shape[2], images.shape[3], spec, generator, device)  # (N,) fractions
     # centre in [-1, 1] grid units, keeping the crop inside the image
     centre_x = (torch.rand(n, generator=generator, device=device) * 2 - 1) * (1 - crop_w)
     centre_y = (torch.rand(n, generator=generator, device=device) * 2 - 1) * (1 - crop_h)
@@ -74,8 +106,8 @@ def _grayscale(images: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, 1, 
 
 def _rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotates the chroma of RGB images (N, 3, H, W) by ``turns`` (N,) of a full circle, in YIQ space."""
-    to_yiq = images.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    from_yiq = torch.linalg.inv(to_yiq)
+    to_yiq = _constant(_TO_YIQ, images.device, images.dtype)
+    from_yiq = _constant(_FROM_YIQ, images.device, images.dtype)
     angle = turns * 2 * math.pi
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotation = torch.zeros(images.shape[0], 3, 3, device=images.device, dtype=images.dtype)
@@ -107,8 +139,8 @@ def colour_jitter(images: torch.Tensor, spec: AugmentSpec, generator: torch.Gene
 
 
 def normalise(images: torch.Tensor, spec: AugmentSpec) -> torch.Tensor:
-    mean = images.new_tensor(spec.mean).view(1, -1, 1, 1)
-    std = images.new_tensor(spec.std).view(1, -1, 1, 1)
+    mean = _constant(tuple(spec.mean), images.device, images.dtype).view(1, -1, 1, 1)
+    std = _constant(tuple(spec.std), images.device, images.dtype).view(1, -1, 1, 1)
     return (images - mean) / std
 
 
