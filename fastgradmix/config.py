@@ -83,7 +83,8 @@ class Config:
                                   "reference", ("auto", "triton", "reference"))
     # optimisation
     epochs: int = option(100, "training epochs")
-    batch_size: int = option(256, "images per step (each gives two views)")
+    batch_size: int = option(256, "images per step (each gives two views); under torchrun the global batch, "
+                             "split over the processes")
     lr: float = option(1e-3, "Adam learning rate (cosine schedule to zero)")
     weight_decay: float = option(0.0, "Adam weight decay")
     seed: int = option(0, "random seed (model init, data order, augmentation, GradMix)")
@@ -168,11 +169,16 @@ def validate(cfg: Config) -> None:
         (cfg.mix_alpha > 0, f"--mix-alpha must be > 0 (got {cfg.mix_alpha})"),
         (0 <= cfg.moco_momentum <= 1, f"--moco-momentum must lie in [0, 1] (got {cfg.moco_momentum})"),
         (cfg.moco_temperature > 0, f"--moco-temperature must be > 0 (got {cfg.moco_temperature})"),
-        (1 <= cfg.moco_key_splits <= cfg.batch_size,
-         f"--moco-key-splits must lie in [1, --batch-size] (got {cfg.moco_key_splits})"),
-        (cfg.method != "moco" or cfg.moco_queue >= cfg.batch_size * world_size(),
-         f"--moco-queue {cfg.moco_queue} must hold at least one step's keys: --batch-size x processes = "
-         f"{cfg.batch_size * world_size()}"),
+        # under torchrun --batch-size is the global batch, split evenly over the processes
+        (cfg.batch_size % world_size() == 0,
+         f"--batch-size {cfg.batch_size} must be divisible by the {world_size()} processes (it is the global batch)"),
+        (cfg.batch_size // world_size() >= 2,
+         f"--batch-size {cfg.batch_size} gives fewer than 2 images to each of the {world_size()} processes"),
+        (1 <= cfg.moco_key_splits <= cfg.batch_size // world_size(),
+         f"--moco-key-splits must lie in [1, images per process = {cfg.batch_size // world_size()}] "
+         f"(got {cfg.moco_key_splits})"),
+        (cfg.method != "moco" or cfg.moco_queue >= cfg.batch_size,
+         f"--moco-queue {cfg.moco_queue} must hold at least one step's keys (--batch-size {cfg.batch_size})"),
         (cfg.save_every >= 0, f"--save-every must be >= 0 (got {cfg.save_every})"),
     ]
     for ok, message in checks:

@@ -8,8 +8,15 @@ SupCon positives span the global batch.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as torch_dist
+
+# recent PyTorch (2.14 here) deprecates torch.distributed.nn's all_gather for its functional collectives; it
+# still works and is the autograd-aware gather that every supported version (>= 2.4) has: its warning is noise
+warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_gather is deprecated",
+                        category=FutureWarning)
 
 
 def is_distributed() -> bool:

@@ -1,6 +1,8 @@
 """Open-set evaluation: Algorithm 1 scores of any image set against a run's feature bank, and the
 evaluation tasks built on them (open-set recognition, closed-set accuracy, OOD detection, corruption
 robustness). Everything runs in eval mode on un-augmented images, batched, on the model's device.
+Under torch.distributed (a torchrun training run) each rank embeds a share of the images and every rank
+gathers all features, so every rank computes the same scores.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .data.augment import AugmentSpec
 from .data.loaders import EvalViews
 from .data.openset import OpenSetData
 from .errors import UserError
-from .features import extract_features
+from .features import extract_features_sharded
 from .metrics import auroc, closed_set_accuracy, ood_metrics, openness
 from .osr import class_topk_scores, osr_predict, score_normalized
 
@@ -54,8 +56,9 @@ class BankScorer:
 
     def features(self, images: torch.Tensor, desc: str, progress: bool | None = None) -> torch.Tensor:
         """uint8 images (T, C, H, W) -> L2-normalised features (T, D) on the device."""
-        return extract_features(self.model, images, self.spec, self.batch_size, self.device, self.channels_last,
-                                desc=desc, progress=self.progress if progress is None else progress, views=self.views)
+        return extract_features_sharded(self.model, images, self.spec, self.batch_size, self.device,
+                                        self.channels_last, desc=desc,
+                                        progress=self.progress if progress is None else progress, views=self.views)
 
     def score(self, images: torch.Tensor, desc: str = "test features", progress: bool | None = None) -> Scored:
         """uint8 images (T, C, H, W) -> predictions and open-set scores."""

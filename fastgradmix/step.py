@@ -23,6 +23,13 @@ events stay on the device; the training loop reads them back only every ``--log-
 (``read_log_fields``). Under ``--amp`` it runs bf16 autocast (fp16 + GradScaler with ``--amp-dtype
 fp16``, CUDA only); the optimizer should be fused (``build_optimizer``), whose update reads nothing
 back to the host, unlike the per-parameter Adam that reads its step counter.
+
+Under torchrun the model is a DistributedDataParallel wrapper (distributed_run.wrap_model) and the losses
+gather the features of the global batch. Each step does exactly one backward that DDP all-reduces: the
+exact CAM gradient is an autograd.grad with respect to activations, which fills no parameter's .grad and
+so starts no reduction (its backward through the losses' all-gather is a collective every rank runs); the
+detached mode's first backward runs under ``no_sync`` (forward included, DDP decides at forward time), its
+gradients stay local and the final backward all-reduces their sum with the mix term's.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from .distributed_run import unwrap
 from .gradmix import MIX_VARIANTS, CamCapture, gradmix_view, resolve_ops
 from .losses import gradmix_objective, mix_loss_per_sample, simclr_loss, supcon_loss
 from .mixing import MIXING_AUGS, mixed_view
@@ -51,7 +59,8 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
 
 class TrainStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, device: torch.device):
-        self.model = model
+        self.model = model  # what the step runs: the model or its DistributedDataParallel wrapper
+        self.module = unwrap(model)  # the bare model: CAM layers, MoCo's key encoder
         self.optimizer = optimizer
         self.cfg = cfg
         self.device = device
@@ -60,11 +69,11 @@ class TrainStep:
         self.exact_cam_grad = cfg.cam_grad == "exact"
         self.capture = None
         if self.variant is not None:
-            self.capture = CamCapture(model, cfg.cam_layer_list(), keep_grads=not self.exact_cam_grad)
+            self.capture = CamCapture(self.module, cfg.cam_layer_list(), keep_grads=not self.exact_cam_grad)
         self.ops = resolve_ops(cfg.gradmix_backend, device)
         self.moco = None
         if cfg.method == "moco":  # the key encoder copies the model as it is now (before any checkpoint load)
-            self.moco = MoCo(model, cfg.feature_dim, cfg.moco_queue, cfg.moco_momentum, cfg.moco_key_splits,
+            self.moco = MoCo(self.module, cfg.feature_dim, cfg.moco_queue, cfg.moco_momentum, cfg.moco_key_splits,
                              generator=torch.Generator().manual_seed(cfg.seed))
         self.negatives_only = cfg.denominator == "negatives"
         self.amp_dtype = None
@@ -83,7 +92,7 @@ class TrainStep:
         """The modules whose outputs the CAM hooks capture (none without a mixed view)."""
         if self.capture is None:
             return []
-        return [self.model.cam_module(name) for name in self.capture.layer_names]
+        return [self.module.cam_module(name) for name in self.capture.layer_names]
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -111,35 +120,39 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         keys = None
         if self.moco is not None:  # the key encoder follows the weights of the last update, then encodes v2
-            self.moco.update_key_encoder(self.model)
+            self.moco.update_key_encoder(self.module)
             with self.autocast():
                 keys = self.moco.encode_keys(view2.contiguous(memory_format=self.memory_format), generator)  # (N, D)
 
-        # 1. clean views: one forward, capturing the CAM layers (moco: the queries' view v1 only)
-        if self.capture is not None:
-            self.capture.arm()
-        with self.autocast():
-            features = self._encode(view1 if keys is not None else torch.cat([view1, view2]))  # (N or 2N, D)
-        if self.capture is not None:
-            self.capture.disarm()
-        z1, z2 = features[:n], features[n:]  # z2 is empty under moco
-        terms = self._clean_terms(z1, z2, labels, keys)
-        clean_loss = terms["loss"]
-        if self.variant is None and not self.mixing:
-            self.scaler.scale(clean_loss).backward()
-            return self._finish(terms, keys)
+        with self._local_gradients():
+            # 1. clean views: one forward, capturing the CAM layers (moco: the queries' view v1 only)
+            if self.capture is not None:
+                self.capture.arm()
+            with self.autocast():
+                features = self._encode(view1 if keys is not None else torch.cat([view1, view2]))  # (N or 2N, D)
+            if self.capture is not None:
+                self.capture.disarm()
+            z1, z2 = features[:n], features[n:]  # z2 is empty under moco
+            terms = self._clean_terms(z1, z2, labels, keys)
+            clean_loss = terms["loss"]
+            if self.variant is None and not self.mixing:
+                self.scaler.scale(clean_loss).backward()
+                return self._finish(terms, keys)
 
-        detach_clean = False
+            detach_clean = False
+            if self.variant is not None:
+                # 2. G = dL_con/dA at the CAM layers (only the first view's half is used). Under DDP, G is
+                # the world size times the single-process gradient; the CAM is normalised per image.
+                activations = self.capture.activations
+                with self.timer.section("cam_grad"):
+                    if self.exact_cam_grad:
+                        gradients = torch.autograd.grad(self.scaler.scale(clean_loss), activations,
+                                                        retain_graph=True)
+                    else:  # accumulates L_con's parameter gradients locally (no_sync)
+                        self.scaler.scale(clean_loss).backward()
+                        gradients = self.capture.gradients
+                        detach_clean = True
         if self.variant is not None:
-            # 2. G = dL_con/dA at the CAM layers (only the first view's half is used)
-            activations = self.capture.activations
-            with self.timer.section("cam_grad"):
-                if self.exact_cam_grad:
-                    gradients = torch.autograd.grad(self.scaler.scale(clean_loss), activations, retain_graph=True)
-                else:
-                    self.scaler.scale(clean_loss).backward()
-                    gradients = self.capture.gradients
-                    detach_clean = True
             cam_acts = [a[:n].detach() for a in activations]  # each (N, C_l, h_l, w_l)
             cam_grads = [g[:n].detach() for g in gradients]
             # 3-8. CAM, boxes, window search, partner, paste, weights
@@ -167,6 +180,13 @@ class TrainStep:
         terms["mix"] = mix
         terms["loss"] = clean_loss + cfg.lam * mix
         return self._finish(terms, keys)
+
+    def _local_gradients(self):
+        """no_sync for the clean pass of --cam-grad detached under DDP, whose first backward must not
+        all-reduce; nothing otherwise."""
+        if self.variant is not None and not self.exact_cam_grad and self.model is not self.module:
+            return self.model.no_sync()
+        return nullcontext()
 
     def _clean_terms(self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
                      keys: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -20,6 +20,8 @@ import numpy as np
 from .checkpoint import write_json
 from .config import Config, merge, validate
 from .data.protocols import protocol_splits
+from .dist import is_main_process
+from .distributed_run import main_print
 from .errors import UserError
 
 METRICS = (("auroc", "AUROC"), ("closed_acc", "closed-set accuracy"))
@@ -113,22 +115,23 @@ def run_all_splits(cfg: Config, explicit: dict, train: Callable[[Config], dict])
         split_dir = base / f"split{split}"
         split_cfg = _split_config(cfg, explicit, split, split_dir)
         if split_cfg is None:
-            print(f"split {split}/{n_splits - 1}: finished earlier ({split_dir / 'results.json'})")
+            main_print(f"split {split}/{n_splits - 1}: finished earlier ({split_dir / 'results.json'})")
             per_split.append(_read_results(split_dir / "results.json"))
             continue
         state = "resuming" if split_cfg.resume else "training"
-        print(f"split {split}/{n_splits - 1}: {state} in {split_dir}")
+        main_print(f"split {split}/{n_splits - 1}: {state} in {split_dir}")
         result = train(split_cfg)
         if not result:  # --stop-after ended this invocation inside the split
-            print(f"--split all: stopped inside split {split}; run the same command again to continue")
+            main_print(f"--split all: stopped inside split {split}; run the same command again to continue")
             return {}
         per_split.append(result)
     summary = summarise(cfg, per_split)
     markdown = to_markdown(summary)
-    base.mkdir(parents=True, exist_ok=True)
-    write_json(base / "summary.json", summary)
-    _write_text(base / "summary.md", markdown)
-    print()
-    print(markdown, end="")
-    print(f"summary: {base / 'summary.md'}, {base / 'summary.json'}")
+    if is_main_process():  # under torchrun every rank holds the summary; rank 0 writes it
+        base.mkdir(parents=True, exist_ok=True)
+        write_json(base / "summary.json", summary)
+        _write_text(base / "summary.md", markdown)
+        print()
+        print(markdown, end="")
+        print(f"summary: {base / 'summary.md'}, {base / 'summary.json'}")
     return summary

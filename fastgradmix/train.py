@@ -2,6 +2,10 @@
 
 Read top to bottom, this is the whole run. Outputs go to the run folder: config.json, metrics.jsonl,
 last.pt (written atomically after every epoch; --resume continues from it exactly), results.json.
+
+Under ``torchrun --nproc_per_node=K -m fastgradmix.train`` (distributed_run.py) --batch-size stays the global
+batch: each of the K ranks trains on batch_size / K images of it with DDP, the losses gather the global
+batch, logged losses are averaged over the ranks, and rank 0 alone prints and writes the run folder.
 """
 
 from __future__ import annotations
@@ -16,13 +20,25 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, dist
 from .checkpoint import load_checkpoint, save_checkpoint, write_json
 from .compiling import compile_regions
 from .config import Config, merge, parse_args, validate
 from .data.augment import AugmentSpec
-from .data.loaders import build_input_pipeline, seeded_generator
+from .data.loaders import GRADMIX_STREAM, build_input_pipeline, seeded_generator
 from .data.protocols import build_protocol
+from .distributed_run import (
+    AgreedError,
+    agreed,
+    barrier,
+    broadcast_buffers,
+    main_print,
+    mean_over_ranks,
+    process_group,
+    rank_device,
+    rank_zero_first,
+    wrap_model,
+)
 from .errors import UserError, run_cli
 from .evaluation import evaluate_open_set
 from .models import build_model
@@ -36,8 +52,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu (or auto)")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return rank_device(torch.device(name))  # under torchrun: cuda:LOCAL_RANK
 
 
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
@@ -80,75 +96,69 @@ def train(cfg: Config) -> dict:
         torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # input shapes are fixed: pick the fastest conv algorithms once
-    run_dir, checkpoint = prepare_run_dir(cfg)
+    # under torchrun: this process's rank, and its part of the global batch (validate: divisible)
+    rank, world, is_main = dist.rank(), dist.world_size(), dist.is_main_process()
+    rank_batch = cfg.batch_size // world
+    show_progress = cfg.progress and is_main
+    # every failure of the setup below is agreed between the ranks (distributed_run.agreed): all stop together
+    # with one message before rank 0 writes anything; in a single process these calls just run the step
+    run_dir, checkpoint = agreed(lambda: prepare_run_dir(cfg))
 
     # data: the protocol's images as uint8 tensors; the input pipeline (--loader: DALI, torchvision
-    # DataLoader workers, or the dataset kept on the device) makes two augmented views of each image
-    data = build_protocol(cfg.protocol, cfg.split, cfg.image_size, cfg.data_root, download=cfg.download,
-                          skip_bad_images=cfg.skip_bad_images, known_classes=cfg.known_classes or None,
-                          unknown_classes=cfg.unknown_classes or None, progress=cfg.progress)
-    data = data.subset_train(cfg.train_subset, cfg.seed)  # --train-subset N for quick runs (0 = all)
-    print(data.describe())  # classes, openness, image counts
+    # DataLoader workers, or the dataset kept on the device) makes two augmented views of each image.
+    # Rank 0 reads first: a download or the decoded-image cache is written once.
+    data = rank_zero_first(lambda: _load_data(cfg, show_progress))
+    main_print(data.describe())  # classes, openness, image counts
     n_train = data.train_images.shape[0]
-    if n_train < cfg.batch_size:
-        raise UserError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training images of "
-                        f"{cfg.protocol}; choose a smaller batch")
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std,
                        flip=data.flip, color=data.color)
-    inputs = build_input_pipeline(cfg.loader, data, spec, cfg.batch_size, cfg.seed, device, workers=cfg.workers,
-                                  amp_dtype=(torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16)
-                                  if cfg.amp else None, channels_last=cfg.channels_last)
+    inputs = agreed(lambda: build_input_pipeline(
+        cfg.loader, data, spec, rank_batch, cfg.seed, device, workers=cfg.workers, rank=rank, world_size=world,
+        amp_dtype=(torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16) if cfg.amp else None,
+        channels_last=cfg.channels_last))
     loader = inputs.train  # evaluation below takes its un-augmented views from the same pipeline
-    print(inputs.describe())
+    main_print(inputs.describe())
 
-    # model and optimiser
-    torch.manual_seed(cfg.seed)
-    try:
-        model = build_model(cfg.arch, data.channels, cfg.stem, cfg.width, cfg.feature_dim,
-                            cfg.channels_last).to(device)
-        for name in cfg.cam_layer_list():
-            model.cam_module(name)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    # model and optimiser; ``model`` is the bare model (checkpoints, evaluation), ``train_model`` what the step
+    # runs: the model itself, or its DistributedDataParallel wrapper under torchrun
+    model = agreed(lambda: _build_model(cfg, data.channels, device))
+    train_model = wrap_model(model, device)  # DDP: rank 0's initial weights are broadcast to every rank
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)  # fused: one kernel, no host reads
-    step_fn = TrainStep(model, optimizer, cfg, device)
+    step_fn = agreed(lambda: TrainStep(train_model, optimizer, cfg, device))
     if cfg.compile:  # in regions split at the CAM layers, so the CAM hooks still see real tensors
         compile_regions(model, step_fn.cam_modules)
         if step_fn.moco is not None:  # MoCo's key encoder: no CAM hooks, one region
             compile_regions(step_fn.moco.key_encoder, [])
     if cfg.amp and device.type == "cpu":
-        print(f"{PROG}: note: --amp on CPU runs bf16 autocast; it is only faster on CPUs with bf16 support",
-              file=sys.stderr)
+        main_print(f"{PROG}: note: --amp on CPU runs bf16 autocast; it is only faster on CPUs with bf16 support",
+                   file=sys.stderr)
 
+    # a global batch has the same size whatever the world size, so steps per epoch (and the step numbers of
+    # metrics.jsonl) are too: a run resumes with any number of processes that divides the batch
     steps_per_epoch = loader.steps_per_epoch
     total_steps = steps_per_epoch * cfg.epochs
     start_epoch, train_wall_s = 0, 0.0
-    if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            step_fn.scaler.load_state_dict(checkpoint["scaler"])
-            if step_fn.moco is not None:  # key encoder, queue and its pointer: the exact MoCo state
-                step_fn.moco.load_state_dict(checkpoint["moco"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise UserError(f"checkpoint {run_dir / 'last.pt'} does not fit this configuration "
-                            f"({str(err).splitlines()[0]})") from None
+    if checkpoint is not None:  # every rank loads the same file into the bare model: no ``module.`` prefix
+        agreed(lambda: _restore(checkpoint, model, optimizer, step_fn, run_dir))
         start_epoch, train_wall_s = checkpoint["epoch"], checkpoint["train_wall_s"]
 
-    # the run folder is written only now that everything has been validated
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", cfg.to_dict())
+    # the run folder is written only now that everything has been validated, by rank 0 only
     metrics_path = run_dir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start_epoch * steps_per_epoch)
-    _remove_later_snapshots(run_dir, start_epoch)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", cfg.to_dict())
+        _truncate_metrics(metrics_path, start_epoch * steps_per_epoch)
+        _remove_later_snapshots(run_dir, start_epoch)
+    barrier()  # no rank starts training in a run folder rank 0 has not prepared
 
     end_epoch = cfg.epochs if cfg.stop_after == 0 else min(cfg.epochs, start_epoch + cfg.stop_after)
     progress = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
-                    disable=not cfg.progress, dynamic_ncols=True)
+                    disable=not show_progress, dynamic_ncols=True)
     model.train()
     for epoch in range(start_epoch, end_epoch):
         epoch_start = time.perf_counter()
-        mix_generator = seeded_generator(cfg.seed, epoch, stream=1, device=device)  # GradMix's draws
+        # GradMix's draws (partners, boxes), a stream per rank like the augmentations
+        mix_generator = seeded_generator(cfg.seed, epoch, GRADMIX_STREAM, device, rank)
         pending, window_start, window_images = [], time.perf_counter(), 0
         for index, (view1, view2, labels) in enumerate(loader.epoch(epoch)):
             step = epoch * steps_per_epoch + index
@@ -159,41 +169,47 @@ def train(cfg: Config) -> dict:
             except torch.cuda.OutOfMemoryError:
                 raise UserError(_out_of_memory_message(cfg, step)) from None
             pending.append(losses)
-            window_images += cfg.batch_size
+            window_images += cfg.batch_size  # the global batch: images/s of all ranks together
             progress.update(1)
             if len(pending) == cfg.log_every or index == steps_per_epoch - 1:
-                # the only read-backs of the loop: the losses of the last log_every steps, the step timing
+                # the only read-backs of the loop: the losses of the last log_every steps (averaged over the
+                # ranks: the global batch's losses), the step timing (rank 0's)
                 means, bad_offset = _read_losses(pending)
-                if bad_offset is not None:
-                    raise UserError(_non_finite_message(cfg, step - len(pending) + 1 + bad_offset, epoch, run_dir))
+                if bad_offset is not None:  # the same averaged values on every rank: all stop together
+                    raise AgreedError(_non_finite_message(cfg, step - len(pending) + 1 + bad_offset, epoch, run_dir))
                 elapsed = time.perf_counter() - window_start
                 record = {"epoch": epoch, "step": step, **means, "lr": optimizer.param_groups[0]["lr"],
                           "images_per_s": window_images / elapsed, **step_fn.read_log_fields()}
-                with metrics_path.open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                if is_main:
+                    with metrics_path.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
                 progress.set_postfix(epoch=epoch, loss=f"{means['loss']:.3f}",
                                      img_s=f"{record['images_per_s']:.0f}")
                 pending, window_start, window_images = [], time.perf_counter(), 0
         train_wall_s += time.perf_counter() - epoch_start
-        state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": step_fn.scaler.state_dict(), "epoch": epoch + 1, "train_wall_s": train_wall_s,
-            "config": cfg.to_dict(), "version": __version__,
-        }
-        if step_fn.moco is not None:
-            state["moco"] = step_fn.moco.state_dict()
-        save_checkpoint(run_dir / "last.pt", state)
-        if cfg.save_every and (epoch + 1) % cfg.save_every == 0:  # the model only: for evaluations over epochs
-            save_checkpoint(run_dir / f"epoch_{epoch + 1:03d}.pt", {
-                "model": state["model"], "epoch": epoch + 1, "config": state["config"], "version": __version__})
+        if is_main:  # rank 0's weights, optimizer state and BatchNorm statistics are the run's
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": step_fn.scaler.state_dict(), "epoch": epoch + 1, "train_wall_s": train_wall_s,
+                "config": cfg.to_dict(), "version": __version__,
+            }
+            if step_fn.moco is not None:
+                state["moco"] = step_fn.moco.state_dict()
+            save_checkpoint(run_dir / "last.pt", state)
+            if cfg.save_every and (epoch + 1) % cfg.save_every == 0:  # the model only: for evaluations over epochs
+                save_checkpoint(run_dir / f"epoch_{epoch + 1:03d}.pt", {
+                    "model": state["model"], "epoch": epoch + 1, "config": state["config"], "version": __version__})
+        barrier()  # an epoch ends on every rank once its checkpoint is on disk
     progress.close()
     if end_epoch < cfg.epochs:
-        print(f"{PROG}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with "
-              f"--resume --out {run_dir}", file=sys.stderr)
+        main_print(f"{PROG}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with "
+                   f"--resume --out {run_dir}", file=sys.stderr)
         return {}
 
+    # every rank evaluates rank 0's model (the checkpoint's), each embedding a share of the images
+    broadcast_buffers(model)
     scores = evaluate_open_set(model, data, spec, cfg.topk, cfg.eval_batch_size, device, cfg.channels_last,
-                               cfg.progress, views=inputs.eval)
+                               show_progress, views=inputs.eval)
     images_seen = total_steps * cfg.batch_size
     results = {
         "protocol": cfg.protocol, "split": cfg.split, "method": cfg.method, "aug": cfg.aug,
@@ -204,9 +220,47 @@ def train(cfg: Config) -> dict:
         "device": _device_name(device), "torch": torch.__version__, "fastgradmix": __version__,
         "python": platform.python_version(),
     }
-    write_json(run_dir / "results.json", results)
-    _print_table(results, run_dir)
+    if is_main:
+        write_json(run_dir / "results.json", results)
+        _print_table(results, run_dir)
+    barrier()  # train() returns on every rank once results.json exists
     return results
+
+
+def _load_data(cfg: Config, progress: bool):
+    data = build_protocol(cfg.protocol, cfg.split, cfg.image_size, cfg.data_root, download=cfg.download,
+                          skip_bad_images=cfg.skip_bad_images, known_classes=cfg.known_classes or None,
+                          unknown_classes=cfg.unknown_classes or None, progress=progress)
+    data = data.subset_train(cfg.train_subset, cfg.seed)  # --train-subset N for quick runs (0 = all)
+    n_train = data.train_images.shape[0]
+    if n_train < cfg.batch_size:
+        raise UserError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training images of "
+                        f"{cfg.protocol}; choose a smaller batch")
+    return data
+
+
+def _build_model(cfg: Config, channels: int, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(cfg.seed)
+    try:
+        model = build_model(cfg.arch, channels, cfg.stem, cfg.width, cfg.feature_dim, cfg.channels_last).to(device)
+        for name in cfg.cam_layer_list():
+            model.cam_module(name)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return model
+
+
+def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step_fn: TrainStep,
+             run_dir: Path) -> None:
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step_fn.scaler.load_state_dict(checkpoint["scaler"])
+        if step_fn.moco is not None:  # key encoder, queue and its pointer: the exact MoCo state
+            step_fn.moco.load_state_dict(checkpoint["moco"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise UserError(f"checkpoint {run_dir / 'last.pt'} does not fit this configuration "
+                        f"({str(err).splitlines()[0]})") from None
 
 
 def _read_losses(pending: list[dict[str, torch.Tensor]]) -> tuple[dict[str, float], int | None]:
@@ -214,6 +268,7 @@ def _read_losses(pending: list[dict[str, torch.Tensor]]) -> tuple[dict[str, floa
     loss is not finite (None if all are), with a single device-to-host copy."""
     names = list(pending[0])
     per_step = torch.stack([torch.stack([losses[name] for name in names]) for losses in pending])  # (S, T)
+    per_step = mean_over_ranks(per_step)  # each rank's losses sum to the global batch's over the ranks
     finite = torch.isfinite(per_step[:, names.index("loss")]).to(per_step.dtype)  # (S,) 1 = finite
     values = torch.cat([per_step.mean(dim=0), finite]).tolist()
     flags = values[len(names):]
@@ -283,10 +338,17 @@ def _print_table(results: dict, run_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     def run() -> None:
         cfg, explicit = load_config(argv)
-        if cfg.split == "all":  # every split in turn, then the mean +- std table
-            run_all_splits(cfg, explicit, train)
-        else:
-            train(cfg)
+        with process_group(resolve_device(cfg.device)):  # torch.distributed when launched by torchrun
+            try:
+                agreed(lambda: validate(cfg))  # again, now that the number of processes is known
+                if cfg.split == "all":  # every split in turn, then the mean +- std table
+                    run_all_splits(cfg, explicit, train)
+                else:
+                    train(cfg)
+            except AgreedError:
+                if not dist.is_main_process():  # rank 0 prints the one line; the others end quietly
+                    sys.exit(AgreedError.exit_code)
+                raise
 
     run_cli(run, PROG)
 
