@@ -2,7 +2,7 @@
 # One prepared run for a lent GPU machine: the GPU kernel tests and the benchmarks, results under $OUT,
 # a short table printed last. Installs nothing from the network.
 #
-#   bash bench/device_run.sh                      # every section in DEFAULT_SECTIONS, about 8 minutes at most
+#   bash bench/device_run.sh                      # every section in DEFAULT_SECTIONS, about 11 minutes at most (SECTIONS=... for less)
 #   SECTIONS="kernel_tests" bash bench/device_run.sh
 #
 # Writes to $OUT (default: a new temporary folder): gpu.txt, versions.txt, <section>.log, kernel_tests.xml,
@@ -10,14 +10,14 @@
 #
 # Adding a section (later issues: training step, loaders): write section_NAME() below; it runs its command
 # with `run_with_timeout NAME SECONDS cmd...` (log in $OUT/NAME.log) and adds lines to the final table
-# with `summary ...`; then add NAME to DEFAULT_SECTIONS. Keep the sum of the timeouts near 8 minutes.
+# with `summary ...`; then add NAME to DEFAULT_SECTIONS. Keep the sum of the timeouts near 11 minutes (a 15-minute device budget, start included).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-DEFAULT_SECTIONS="kernel_tests kernel_bench step_tests step_bench train_smoke loader_bench"
+DEFAULT_SECTIONS="kernel_tests kernel_bench step_tests step_bench train_smoke loader_bench ddp_smoke"
 SECTIONS=${SECTIONS:-$DEFAULT_SECTIONS}
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -163,6 +163,35 @@ section_loader_tests() {
     run_with_timeout loader_tests "${LOADER_TESTS_TIMEOUT:-120}" "${PYTEST[@]}" tests/test_loaders.py \
         tests/test_loaders_train.py -q -p no:cacheprovider -rs --junitxml="$OUT/loader_tests.xml"
     summary "loader tests: $(tail -n 1 "$OUT/loader_tests.log")"
+}
+
+# ---- issue 7: torchrun on the GPU(s): NCCL, cuda:LOCAL_RANK, DDP with device_ids, rank-0 I/O, resume ----
+
+section_ddp_smoke() {
+    # one process per visible GPU (one on a single-GPU machine: still the NCCL process group and DDP path);
+    # digits, 2 epochs, then --resume to 3 epochs. Checks one results.json and continued metrics.
+    local gpus run="$OUT/ddp_smoke_run"
+    gpus=$("$PY" -c 'import torch; print(max(torch.cuda.device_count(), 1))')
+    PYTHONPATH="$SHADOW${SHADOW:+:}${PYTHONPATH:-}" run_with_timeout ddp_smoke "${DDP_SMOKE_TIMEOUT:-90}" bash -c "
+        $PY -m torch.distributed.run --standalone --nproc_per_node=$gpus -m fastgradmix.train --device cuda \
+            --epochs 2 --no-progress --out '$run' &&
+        $PY -m torch.distributed.run --standalone --nproc_per_node=$gpus -m fastgradmix.train --device cuda \
+            --epochs 3 --resume --no-progress --out '$run'"
+    summary "ddp smoke (torchrun --nproc_per_node=$gpus, nccl, digits, 2 epochs + resume to 3):"
+    summary "$("$PY" - "$run" <<'PYEOF'
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+try:
+    results = json.loads((run / "results.json").read_text())
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+except OSError as err:
+    print(f"  no results ({err})")
+    sys.exit(0)
+print(f"  epochs {results['epochs']}  auroc {results['auroc']:.4f}  closed_acc {results['closed_acc']:.4f}"
+      f"  last step {steps[-1]}  files {sorted(p.name for p in run.iterdir())}")
+PYEOF
+)"
 }
 
 if setup; then
