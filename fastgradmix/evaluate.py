@@ -463,7 +463,8 @@ def figures(series_per_run: list[tuple[str, dict]], evaluation: dict, compare: d
         first = diversity[0][1]["grid"]  # a sweep shows its first split
         rows = [(diversity[0][0], first["maps"].numpy())]
         if compare_series is not None:
-            rows.append((diversity[-1][0], compare_series["grid"]["maps"].numpy()))
+            # the folder's name, not its path: a row label has the height of one row of maps
+            rows.append((f"{Path(compare['run']).name} ({compare['aug']})", compare_series["grid"]["maps"].numpy()))
         out["plots/cam_grid.png"] = plots.cam_grid_png(_display_images(first["images"]), first["captions"], rows,
                                                        "LayerCAM of test images (score of the best known class)")
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -143,6 +144,6 @@ def cam_grid_png(images: np.ndarray, captions: list[str], rows: list[tuple[str, 
         axes.set_yticks([])
     grid[0, 0].set_ylabel("image", fontsize=8)
     for row, (label, _) in enumerate(rows, start=1):
-        grid[row, 0].set_ylabel(label, fontsize=8)
+        grid[row, 0].set_ylabel(textwrap.fill(label, 18), fontsize=8)  # wrapped: labels of adjacent rows must not meet
     figure.suptitle(title)
     return _png(figure)
