@@ -15,23 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-_CAM_VARIANTS = ("layercam", "gradcam")
-
-
-def _check_per_sample(op: str, batch: int, **per_sample: torch.Tensor) -> None:
-    """Shape-only checks (no host read): every per-sample argument is an (N,) tensor."""
-    for name, tensor in per_sample.items():
-        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != (batch,):
-            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise ValueError(f"{op}: {name} must be a tensor of shape ({batch},), got {shape}")
-
-
-def _as_layer_list(tensors: torch.Tensor | Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:
-    if isinstance(tensors, torch.Tensor):
-        return [tensors]
-    if isinstance(tensors, Sequence) and all(isinstance(t, torch.Tensor) for t in tensors):
-        return list(tensors)
-    raise ValueError(f"layercam: {what} must be a Tensor (N, C, h, w) or a sequence of such tensors")
+from .op_checks import cam_layer_inputs, check_per_sample
 
 
 def _single_layer_cam(acts: torch.Tensor, grads: torch.Tensor, variant: str, eps: float) -> torch.Tensor:
@@ -69,31 +53,7 @@ def layercam(
 
     Returns a contiguous fp32 tensor (N, H, W).
     """
-    if variant not in _CAM_VARIANTS:
-        raise ValueError(f"layercam: unknown variant {variant!r}; choose one of {_CAM_VARIANTS}")
-    act_layers = _as_layer_list(acts, "acts")
-    grad_layers = _as_layer_list(grads, "grads")
-    if not act_layers:
-        raise ValueError("layercam: got an empty list of CAM layers; pass at least one (acts, grads) pair")
-    if len(act_layers) != len(grad_layers):
-        raise ValueError(
-            f"layercam: {len(act_layers)} activation tensors but {len(grad_layers)} gradient tensors; "
-            "pass one gradient per activation"
-        )
-    batch = act_layers[0].shape[0]
-    for index, (a, g) in enumerate(zip(act_layers, grad_layers, strict=True)):
-        if a.dim() != 4 or a.shape != g.shape:
-            raise ValueError(
-                f"layercam: layer {index}: activations {tuple(a.shape)} and gradients {tuple(g.shape)} "
-                "must both be (N, C, h, w) with the same shape"
-            )
-        if a.shape[0] != batch:
-            raise ValueError(f"layercam: layer {index} has batch {a.shape[0]}, layer 0 has {batch}")
-
-    if out_size is None:
-        # max() keeps the first of equal keys, which is the documented tie rule
-        out_size = max((tuple(a.shape[-2:]) for a in act_layers), key=lambda hw: hw[0] * hw[1])
-    out_size = (int(out_size[0]), int(out_size[1]))
+    act_layers, grad_layers, out_size = cam_layer_inputs(acts, grads, variant, out_size)
 
     total = None  # (N, H, W) fp32, the running sum over layers
     for a, g in zip(act_layers, grad_layers, strict=True):  # a loop over layers, never over samples
@@ -128,7 +88,7 @@ def window_argmax(
     if maps.dim() != 3:
         raise ValueError(f"window_argmax: maps must be (N, H, W), got {tuple(maps.shape)}")
     n, height, width = maps.shape
-    _check_per_sample("window_argmax", n, box_h=box_h, box_w=box_w)
+    check_per_sample("window_argmax", n, box_h=box_h, box_w=box_w)
     device = maps.device
     box_h = box_h.to(device=device, dtype=torch.long)  # (N,)
     box_w = box_w.to(device=device, dtype=torch.long)  # (N,)
@@ -214,7 +174,7 @@ def paste_resized(
             "(N, C, H, W) and (N, C, Hp, Wp) with the same N and C"
         )
     n, channels, height, width = images.shape
-    _check_per_sample("paste_resized", n, y=y, x=x, box_h=box_h, box_w=box_w)
+    check_per_sample("paste_resized", n, y=y, x=x, box_h=box_h, box_w=box_w)
     src_h, src_w = partner.shape[-2:]
     device = images.device
     y, x, box_h, box_w = (t.to(device=device, dtype=torch.long) for t in (y, x, box_h, box_w))

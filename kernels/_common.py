@@ -1,4 +1,4 @@
-"""Helpers shared by the GradMix kernels: output allocation, argument checks, bilinear taps, bf16 rounding.
+"""Helpers shared by the GradMix kernels: output allocation, bilinear taps, bf16 rounding.
 
 Every tensor a wrapper creates goes through ``empty``/``empty_like`` here, so a test can swap them for
 versions that pre-fill with NaN and prove that the kernels write every element they return.
@@ -20,14 +20,6 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> t
 def empty_like(tensor: torch.Tensor) -> torch.Tensor:
     """An uninitialised tensor with ``tensor``'s shape, dtype and strides (dense tensors keep their layout)."""
     return torch.empty_like(tensor)
-
-
-def check_per_sample(op: str, batch: int, **per_sample: torch.Tensor) -> None:
-    """Shape-only checks (no host read): every per-sample argument is an (N,) tensor."""
-    for name, tensor in per_sample.items():
-        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != (batch,):
-            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise ValueError(f"{op}: {name} must be a tensor of shape ({batch},), got {shape}")
 
 
 def float32_ratio(numerator: int, denominator: int) -> float:

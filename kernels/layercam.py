@@ -22,10 +22,11 @@ import torch
 import triton
 import triton.language as tl
 
+from fastgradmix.op_checks import cam_layer_inputs
+
 from . import _common
 from ._common import source_taps
 
-_CAM_VARIANTS = ("layercam", "gradcam")
 _LAYERS_PER_AGGREGATE = 4  # layers folded into one _aggregate launch (the kernel has four argument groups)
 
 
@@ -138,33 +139,6 @@ def _aggregate(
     tl.store(out, total, mask=keep)
 
 
-def _as_layer_list(tensors: torch.Tensor | Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:
-    if isinstance(tensors, torch.Tensor):
-        return [tensors]
-    if isinstance(tensors, Sequence) and all(isinstance(t, torch.Tensor) for t in tensors):
-        return list(tensors)
-    raise ValueError(f"layercam: {what} must be a Tensor (N, C, h, w) or a sequence of such tensors")
-
-
-def _check_layers(act_layers: list[torch.Tensor], grad_layers: list[torch.Tensor]) -> None:
-    if not act_layers:
-        raise ValueError("layercam: got an empty list of CAM layers; pass at least one (acts, grads) pair")
-    if len(act_layers) != len(grad_layers):
-        raise ValueError(
-            f"layercam: {len(act_layers)} activation tensors but {len(grad_layers)} gradient tensors; "
-            "pass one gradient per activation"
-        )
-    batch = act_layers[0].shape[0]
-    for index, (a, g) in enumerate(zip(act_layers, grad_layers, strict=True)):
-        if a.dim() != 4 or a.shape != g.shape:
-            raise ValueError(
-                f"layercam: layer {index}: activations {tuple(a.shape)} and gradients {tuple(g.shape)} "
-                "must both be (N, C, h, w) with the same shape"
-            )
-        if a.shape[0] != batch:
-            raise ValueError(f"layercam: layer {index} has batch {a.shape[0]}, layer 0 has {batch}")
-
-
 def _cam_blocks(channels: int, positions: int) -> tuple[int, int]:
     """(BLOCK_C, BLOCK_P): up to 128 positions per program, about 4096 values of A per loop step."""
     block_p = min(triton.next_power_of_2(positions), 128)
@@ -195,14 +169,8 @@ def layercam(
 
     Returns a contiguous fp32 tensor (N, H, W).
     """
-    if variant not in _CAM_VARIANTS:
-        raise ValueError(f"layercam: unknown variant {variant!r}; choose one of {_CAM_VARIANTS}")
-    act_layers = _as_layer_list(acts, "acts")
-    grad_layers = _as_layer_list(grads, "grads")
-    _check_layers(act_layers, grad_layers)
-    if out_size is None:
-        out_size = max((tuple(a.shape[-2:]) for a in act_layers), key=lambda hw: hw[0] * hw[1])
-    out_h, out_w = int(out_size[0]), int(out_size[1])
+    # the same checks, messages and default size as the reference (fastgradmix/op_checks.py)
+    act_layers, grad_layers, (out_h, out_w) = cam_layer_inputs(acts, grads, variant, out_size)
     batch = act_layers[0].shape[0]
     device = act_layers[0].device
     gradcam = variant == "gradcam"

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastgradmix.op_checks import check_per_sample
+
 from . import _common
 from ._common import float32_to_bfloat16_rne, source_taps
 
@@ -103,7 +105,7 @@ def paste_resized(
             "(N, C, H, W) and (N, C, Hp, Wp) with the same N and C"
         )
     n, channels, height, width = images.shape
-    _common.check_per_sample("paste_resized", n, y=y, x=x, box_h=box_h, box_w=box_w)
+    check_per_sample("paste_resized", n, y=y, x=x, box_h=box_h, box_w=box_w)
     src_h, src_w = partner.shape[-2:]
     device = images.device
     y, x, box_h, box_w = (t.to(device=device) for t in (y, x, box_h, box_w))  # no-ops when already there

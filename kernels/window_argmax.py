@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastgradmix.op_checks import check_per_sample
+
 from . import _common
 
 
@@ -87,7 +89,7 @@ def window_argmax(
     if maps.dim() != 3:
         raise ValueError(f"window_argmax: maps must be (N, H, W), got {tuple(maps.shape)}")
     n, height, width = maps.shape
-    _common.check_per_sample("window_argmax", n, box_h=box_h, box_w=box_w)
+    check_per_sample("window_argmax", n, box_h=box_h, box_w=box_w)
     device = maps.device
     box_h, box_w = box_h.to(device=device), box_w.to(device=device)  # no-ops when already there
     top = _common.empty((n,), torch.int64, device)
