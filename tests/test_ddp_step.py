@@ -13,13 +13,13 @@ The evaluation features, embedded in shares by the ranks and gathered, must equa
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_group import free_port, init_gloo
 from torch import nn
 
 from fastgradmix.config import Config
@@ -90,9 +90,8 @@ def _ddp_worker(rank, port, result_dir):
     from fastgradmix.distributed_run import wrap_model
     from fastgradmix.step import TrainStep
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    init_gloo(rank, WORLD, port)
     try:
         for name, (method, cam_grad) in CASES.items():
             torch.manual_seed(0)
@@ -191,16 +190,10 @@ def _reference(method: str, cam_grad: str) -> dict:
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     result_dir = tmp_path_factory.mktemp("ddp_step")
-    mp.spawn(_ddp_worker, args=(_free_port(), str(result_dir)), nprocs=WORLD, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), str(result_dir)), nprocs=WORLD, join=True)
     return {(name, rank): torch.load(result_dir / f"{name}-rank{rank}.pt", weights_only=True)
             for name in [*CASES, "features"] for rank in range(WORLD)}
 

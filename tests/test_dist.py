@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_group import free_port, init_gloo
 from torch import nn
 
 from fastgradmix import dist
@@ -46,8 +44,7 @@ def _objective(model, view1, view2, mixed, labels, weights, negatives_only):
 
 
 def _worker(rank, port, result_path, negatives_only):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    init_gloo(rank, WORLD, port)
     try:
         torch.manual_seed(0)
         model = nn.parallel.DistributedDataParallel(TinyEncoder())
@@ -65,16 +62,10 @@ def _worker(rank, port, result_path, negatives_only):
         torch_dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("negatives_only", [False, True])
 def test_distributed_loss_and_gradients_equal_single_process(tmp_path, negatives_only):
     result_path = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(_free_port(), str(result_path), negatives_only), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(result_path), negatives_only), nprocs=WORLD, join=True)
     distributed = torch.load(result_path, weights_only=True)
     assert distributed["rank_helpers"] == (0, WORLD)
 

@@ -4,8 +4,6 @@ NumPy loop, checkpoint round trip, no host reads, and a 2-process gloo enqueue."
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_group import free_port, init_gloo
 from host_reads import ForbidHostReads
 from torch import nn
 
@@ -226,8 +225,7 @@ WORLD = 2
 
 def _enqueue_worker(rank, port, result_path, local_keys):
     torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    init_gloo(rank, WORLD, port)
     try:
         moco = MoCo(Normalised(nn.Linear(3, 3)), feature_dim=3, queue_size=7,
                     generator=torch.Generator().manual_seed(0))
@@ -241,12 +239,6 @@ def _enqueue_worker(rank, port, result_path, local_keys):
         torch_dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_distributed_enqueue_equals_single_process_global_batch(tmp_path):
     generator = torch.Generator().manual_seed(4)
     steps = [F.normalize(torch.randn(WORLD * 2, 3, generator=generator), dim=1) for _ in range(3)]
@@ -254,7 +246,7 @@ def test_distributed_enqueue_equals_single_process_global_batch(tmp_path):
     result_path = tmp_path / "rank0.pt"
     # fork, not spawn: the workers only touch tiny tensors, and skipping a fresh torch import per
     # process saves most of the test's time
-    mp.start_processes(_enqueue_worker, args=(_free_port(), str(result_path), local_keys), nprocs=WORLD,
+    mp.start_processes(_enqueue_worker, args=(free_port(), str(result_path), local_keys), nprocs=WORLD,
                        join=True, start_method="fork")
     result = torch.load(result_path, weights_only=True)
 
