@@ -268,7 +268,7 @@ def _read_losses(pending: list[dict[str, torch.Tensor]]) -> tuple[dict[str, floa
     loss is not finite (None if all are), with a single device-to-host copy."""
     names = list(pending[0])
     per_step = torch.stack([torch.stack([losses[name] for name in names]) for losses in pending])  # (S, T)
-    per_step = mean_over_ranks(per_step)  # each rank's losses sum to the global batch's over the ranks
+    per_step = mean_over_ranks(per_step)  # losses.py scales each rank's value so their mean is the global batch's
     finite = torch.isfinite(per_step[:, names.index("loss")]).to(per_step.dtype)  # (S,) 1 = finite
     values = torch.cat([per_step.mean(dim=0), finite]).tolist()
     flags = values[len(names):]
