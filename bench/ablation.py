@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from fastgradmix import __version__
-from fastgradmix.checkpoint import write_json
-from fastgradmix.config import AUGMENTATIONS, METHODS
 from fastgradmix.evaluate import main as evaluate_main
-from fastgradmix.report import write_bytes
+from fastgradmix.evaluation.report import write_bytes
+from fastgradmix.runs.checkpoint import write_json
+from fastgradmix.runs.config import AUGMENTATIONS, METHODS
 from fastgradmix.train import main as train_main
 
 COLUMNS = ("AUROC", "closed-set acc.", "ID (encoder)", "ID (head)", "S_M(0.1)", "train time (s)")

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from benchlib import DEVICE, ON_GPU, host_window_argmax, record, timed
 
-from fastgradmix.config import Config
-from fastgradmix.gradmix import CamCapture, gradmix_view, resolve_ops
-from fastgradmix.losses import gradmix_objective
+from fastgradmix.gradmix.augment import CamCapture, gradmix_view, resolve_ops
 from fastgradmix.models import build_model
-from fastgradmix.step import TrainStep
+from fastgradmix.runs.config import Config
+from fastgradmix.training.losses import gradmix_objective
+from fastgradmix.training.step import TrainStep
 
 pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam import LayerCAM  # noqa: E402

@@ -21,8 +21,8 @@ from benchlib import (
     timed,
 )
 
-from fastgradmix import reference
-from fastgradmix.gradmix import sample_box_sides
+from fastgradmix.gradmix import reference
+from fastgradmix.gradmix.augment import sample_box_sides
 
 # (batch, image side, CAM layers (C, h, w), activation dtype, channels_last)
 if ON_GPU:  # CIFAR at fp32 (conv4_2 + conv5_2 of ResNet-18), TinyImageNet-size maps under bf16 autocast

@@ -29,7 +29,7 @@ import torch
 from benchlib import DEVICE, ON_GPU, record, sync
 
 from fastgradmix.data.augment import AugmentSpec
-from fastgradmix.data.dali import dali_available
+from fastgradmix.data.loaders.dali import dali_available
 from fastgradmix.data.openset import OpenSetData
 
 WORKERS = int(os.environ.get("FGM_BENCH_WORKERS", "2"))
@@ -88,7 +88,7 @@ def _epochs(kind: str, size: int):
             pytest.skip("NVIDIA DALI is not installed here")
         if kind == "torch":
             pytest.importorskip("torchvision")
-        from fastgradmix.data.loaders import build_input_pipeline
+        from fastgradmix.data.loaders.pipeline import build_input_pipeline
 
         pipeline = build_input_pipeline(kind, data, spec, BATCH, seed=0, device=DEVICE, workers=WORKERS)
         batches = pipeline.train.epoch

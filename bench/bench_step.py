@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from benchlib import DEVICE, ON_GPU, record, sync
 from published_step import PublishedStyleStep, resize_bilinear
 
-from fastgradmix.config import Config
 from fastgradmix.models import build_model
-from fastgradmix.step import TrainStep, build_optimizer
+from fastgradmix.runs.config import Config
+from fastgradmix.training.step import TrainStep, build_optimizer
 
 # (batch, ResNet-18 width, image side, autocast, channels_last)
 SETTING = (256, 64, 64, torch.bfloat16, True) if ON_GPU else (64, 32, 32, None, False)

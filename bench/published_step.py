@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastgradmix.losses import gradmix_objective, simclr_loss
+from fastgradmix.training.losses import gradmix_objective, simclr_loss
 
 
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class PublishedStyleStep:
-    """Same call signature as ``fastgradmix.step.TrainStep``; see the module docstring for what it does."""
+    """Same call signature as ``fastgradmix.training.step.TrainStep``; see the module docstring for what it does."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, device: torch.device,
                  amp_dtype: torch.dtype | None = None, seed: int = 0):

@@ -30,18 +30,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, plots, report
-from .analysis import area_thresholds
-from .checkpoint import load_checkpoint, write_json
-from .config import Config, merge
-from .corruptions import CORRUPTIONS, TABLES, table_for_side
-from .corruptions.released import check_cifar10_c
-from .data.augment import AugmentSpec
-from .data.openset import OpenSetData
-from .data.protocols import PROTOCOLS, build_protocol
-from .diversity import aggregate_diversity, diversity_task, grid_rows, score_cam_maps
-from .errors import UserError, run_cli
-from .evaluation import (
+from fastgradmix import __version__
+from fastgradmix.common.errors import UserError, run_cli
+from fastgradmix.data.augment import AugmentSpec
+from fastgradmix.data.openset import OpenSetData
+from fastgradmix.data.protocols import PROTOCOLS, build_protocol
+from fastgradmix.evaluation import plots, report
+from fastgradmix.evaluation.corruptions import CORRUPTIONS, TABLES, table_for_side
+from fastgradmix.evaluation.corruptions.released import check_cifar10_c
+from fastgradmix.evaluation.diversity_measures import area_thresholds
+from fastgradmix.evaluation.diversity_task import aggregate_diversity, diversity_task, grid_rows, score_cam_maps
+from fastgradmix.evaluation.features import extract_features
+from fastgradmix.evaluation.linear_task import (
+    FEATURE_KINDS,
+    aggregate_linear,
+    checkpoints_over_epochs,
+    linear_task,
+    snapshot_loader,
+)
+from fastgradmix.evaluation.tasks import (
     SCORES,
     BankScorer,
     Scored,
@@ -53,10 +60,10 @@ from .evaluation import (
     osr_task,
     released_corruption_task,
 )
-from .features import extract_features
-from .linear_eval import FEATURE_KINDS, aggregate_linear, checkpoints_over_epochs, linear_task, snapshot_loader
-from .models import build_model
-from .train import resolve_device
+from fastgradmix.models import build_model
+from fastgradmix.runs.checkpoint import load_checkpoint, write_json
+from fastgradmix.runs.config import Config, merge
+from fastgradmix.train import resolve_device
 
 PROG = "fastgradmix.evaluate"
 TASKS = ("osr", "closed", "ood", "corruption", "linear", "diversity")
@@ -258,8 +265,8 @@ def load_out_set(spec: str, cfg: Config, data: OpenSetData, count: int, args) ->
                   else (0.5 + torch.randn(shape, generator=generator)).clamp(0, 1))
         return (values * 255).round().to(torch.uint8)
     if spec.startswith("folder:"):
-        from .data.cache import DecodeOptions
-        from .data.folders import class_folders, read_class_folders
+        from fastgradmix.data.readers.cache import DecodeOptions
+        from fastgradmix.data.readers.folders import class_folders, read_class_folders
 
         folder = Path(spec[len("folder:"):]).expanduser()
         if not folder.is_dir():

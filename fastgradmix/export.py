@@ -24,19 +24,19 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .aoti import aoti_api
-from .calibration import accepted_fraction, leave_one_out_scores, threshold_for_tpr
-from .checkpoint import load_checkpoint, write_json
-from .config import Config, _OneLineParser, merge
-from .data.augment import AugmentSpec
-from .data.openset import OpenSetData
-from .data.protocols import build_protocol
-from .errors import UserError, run_cli
-from .features import extract_features
-from .model_format import BANK_FILE, FORMAT_NAME, FORMAT_VERSION, META_FILE, PROGRAM_FILES, write_bank
-from .models import ContrastiveModel, build_model
-from .osr import class_topk_scores, osr_predict
+from fastgradmix import __version__
+from fastgradmix.common.errors import UserError, run_cli
+from fastgradmix.data.augment import AugmentSpec
+from fastgradmix.data.openset import OpenSetData
+from fastgradmix.data.protocols import build_protocol
+from fastgradmix.deploy.aoti import aoti_api
+from fastgradmix.deploy.calibration import accepted_fraction, leave_one_out_scores, threshold_for_tpr
+from fastgradmix.deploy.model_folder import BANK_FILE, FORMAT_NAME, FORMAT_VERSION, META_FILE, PROGRAM_FILES, write_bank
+from fastgradmix.evaluation.features import extract_features
+from fastgradmix.evaluation.scoring import class_topk_scores, osr_predict
+from fastgradmix.models import ContrastiveModel, build_model
+from fastgradmix.runs.checkpoint import load_checkpoint, write_json
+from fastgradmix.runs.config import Config, _OneLineParser, merge
 
 PROG = "fastgradmix.export"
 # the compiled program must reproduce the eager features this closely (fp32, L2-normalised outputs); on

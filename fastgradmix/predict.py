@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .aoti import aoti_api
-from .config import _OneLineParser
-from .errors import UserError, run_cli
-from .model_format import DeployedModel, read_model_dir
-from .osr import class_topk_scores, osr_predict
-from .predict_inputs import list_images, preprocess, read_image
+from fastgradmix.common.errors import UserError, run_cli
+from fastgradmix.deploy.aoti import aoti_api
+from fastgradmix.deploy.image_inputs import list_images, preprocess, read_image
+from fastgradmix.deploy.model_folder import DeployedModel, read_model_dir
+from fastgradmix.evaluation.scoring import class_topk_scores, osr_predict
+from fastgradmix.runs.config import _OneLineParser
 
 PROG = "fastgradmix.predict"
 UNKNOWN = "unknown"

@@ -20,14 +20,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import __version__, dist
-from .checkpoint import load_checkpoint, save_checkpoint, write_json
-from .compiling import compile_regions
-from .config import Config, merge, parse_args, validate
-from .data.augment import AugmentSpec
-from .data.loaders import GRADMIX_STREAM, build_input_pipeline, seeded_generator
-from .data.protocols import build_protocol
-from .distributed_run import (
+from fastgradmix import __version__
+from fastgradmix.common.errors import UserError, run_cli
+from fastgradmix.data.augment import AugmentSpec
+from fastgradmix.data.loaders.pipeline import GRADMIX_STREAM, build_input_pipeline, seeded_generator
+from fastgradmix.data.protocols import build_protocol
+from fastgradmix.distributed import collectives as dist
+from fastgradmix.distributed.launch import (
     AgreedError,
     agreed,
     barrier,
@@ -39,11 +38,13 @@ from .distributed_run import (
     rank_zero_first,
     wrap_model,
 )
-from .errors import UserError, run_cli
-from .evaluation import evaluate_open_set
-from .models import build_model
-from .step import TrainStep, build_optimizer
-from .sweep import run_all_splits
+from fastgradmix.evaluation.tasks import evaluate_open_set
+from fastgradmix.models import build_model
+from fastgradmix.runs.checkpoint import load_checkpoint, save_checkpoint, write_json
+from fastgradmix.runs.config import Config, merge, parse_args, validate
+from fastgradmix.training.compile import compile_regions
+from fastgradmix.training.step import TrainStep, build_optimizer
+from fastgradmix.training.sweep import run_all_splits
 
 PROG = "fastgradmix.train"
 

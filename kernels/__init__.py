@@ -1,5 +1,5 @@
 """Triton kernels for the GradMix operations, importable as ``fastgradmix.kernels``.
 
 Each module holds one operation with the same name and signature as its twin in
-``fastgradmix.reference``; kernels know only tensors.
+``fastgradmix.gradmix.reference``; kernels know only tensors.
 """

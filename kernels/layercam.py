@@ -1,6 +1,6 @@
 """``layercam``: LayerCAM (or GradCAM) maps from CAM-layer activations and gradients, summed over layers.
 
-Twin of ``fastgradmix.reference.layercam`` (same name, signature and semantics). Launches, for L layers:
+Twin of ``fastgradmix.gradmix.reference.layercam`` (same name, signature and semantics). Launches, for L layers:
 
 - per layer, ``_layer_cam``: ``ReLU(sum_c w_c * A_c)`` for a block of positions of one sample, reading A
   and G once (``w = ReLU(G)``); it writes the raw map to a scratch buffer and the block's maximum, so no
@@ -22,10 +22,9 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgradmix.op_checks import cam_layer_inputs
-
-from . import _common
-from ._common import source_taps
+from fastgradmix.gradmix.checks import cam_layer_inputs
+from fastgradmix.kernels import _common
+from fastgradmix.kernels._common import source_taps
 
 _LAYERS_PER_AGGREGATE = 4  # layers folded into one _aggregate launch (the kernel has four argument groups)
 

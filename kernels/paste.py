@@ -1,6 +1,6 @@
 """``paste_resized``: each image with its partner, resized bilinearly into a per-sample box, in one kernel.
 
-Twin of ``fastgradmix.reference.paste_resized`` (same name, signature and semantics). One launch writes
+Twin of ``fastgradmix.gradmix.reference.paste_resized`` (same name, signature and semantics). One launch writes
 every output element exactly once: pixels inside box i are interpolated from ``partner[i]`` (all
 channels), the others are copied from ``images[i]``; the output is never copied first and overwritten.
 Inside-box image pixels are not read, nor are partner pixels that no tap touches.
@@ -17,10 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgradmix.op_checks import check_per_sample
-
-from . import _common
-from ._common import float32_to_bfloat16_rne, source_taps
+from fastgradmix.gradmix.checks import check_per_sample
+from fastgradmix.kernels import _common
+from fastgradmix.kernels._common import float32_to_bfloat16_rne, source_taps
 
 
 @triton.jit

@@ -1,6 +1,6 @@
 """``window_argmax``: per sample, the top-left corner of the box with the largest map sum, on the device.
 
-Twin of ``fastgradmix.reference.window_argmax`` (same name, signature and tie rule: the smallest y,
+Twin of ``fastgradmix.gradmix.reference.window_argmax`` (same name, signature and tie rule: the smallest y,
 then the smallest x). Two launches, no host read:
 
 1. ``_row_window_sums``: for every row r and column x, the sum of ``maps[i, r, x : x + box_w[i]]``;
@@ -19,9 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgradmix.op_checks import check_per_sample
-
-from . import _common
+from fastgradmix.gradmix.checks import check_per_sample
+from fastgradmix.kernels import _common
 
 
 @triton.jit

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 from sklearn.neighbors import NearestNeighbors
 
-from fastgradmix.analysis import (
+from fastgradmix.evaluation.diversity_measures import (
     DEFAULT_AREA_THRESHOLDS,
     activated_area,
     area_thresholds,

@@ -13,17 +13,17 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from fastgradmix.corruptions import CORRUPTIONS, blur, corrupt, digital, parameters, table_for_side
-from fastgradmix.corruptions.filters import (
+from fastgradmix.common.errors import UserError
+from fastgradmix.evaluation.corruptions import CORRUPTIONS, blur, corrupt, digital, parameters, table_for_side
+from fastgradmix.evaluation.corruptions.filters import (
     box_resize_matrix,
     clipped_zoom,
     gaussian_filter,
     motion_blur,
     plasma_fractal,
 )
-from fastgradmix.corruptions.released import load_cifar10_c
-from fastgradmix.corruptions.tables import Elastic
-from fastgradmix.errors import UserError
+from fastgradmix.evaluation.corruptions.released import load_cifar10_c
+from fastgradmix.evaluation.corruptions.tables import Elastic
 
 # corruptions whose output does not depend on the seed
 DETERMINISTIC = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}

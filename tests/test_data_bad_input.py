@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from dataset_writers import CIFAR10_NAMES, array_split, write_cifar10_pickles, write_class_folders
 
-from fastgradmix.data.archives import safe_extract
+from fastgradmix.common.errors import UserError
+from fastgradmix.data.fetching.archives import safe_extract
 from fastgradmix.data.protocols import build_protocol
-from fastgradmix.errors import UserError
 from fastgradmix.train import main
 
 TINY = ["--width", "8", "--batch-size", "8", "--epochs", "1", "--no-progress", "--eval-batch-size", "64"]
@@ -226,7 +226,7 @@ def test_restricted_unpickler_refuses_code(tmp_path):
 
 
 def test_restricted_unpickler_refuses_other_numpy_globals(tmp_path):
-    from fastgradmix.data.safe_pickle import load_data_pickle
+    from fastgradmix.data.readers.safe_pickle import load_data_pickle
 
     path = tmp_path / "meta"
     path.write_bytes(pickle.dumps({b"x": np.float64(1.5)}, protocol=2))  # needs numpy scalar globals

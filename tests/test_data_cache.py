@@ -9,9 +9,9 @@ import pytest
 import torch
 from dataset_writers import CIFAR10_NAMES, class_colour, write_class_folders, write_image
 
-import fastgradmix.data.cache as cache
-from fastgradmix.data.cache import CACHE_FOLDER
+import fastgradmix.data.readers.cache as cache
 from fastgradmix.data.protocols import build_protocol
+from fastgradmix.data.readers.cache import CACHE_FOLDER
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import torchvision.datasets
 import torchvision.datasets.utils as tv_utils
 from dataset_writers import array_split, write_cifar10_pickles
 
+from fastgradmix.common.errors import UserError
 from fastgradmix.data.protocols import build_protocol
-from fastgradmix.errors import UserError
 
 
 @pytest.fixture

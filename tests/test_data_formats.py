@@ -18,12 +18,12 @@ from dataset_writers import (
     write_mnist,
 )
 
-from fastgradmix.data.cache import DecodeOptions
-from fastgradmix.data.cifar import read_cifar10, read_cifar100
-from fastgradmix.data.folders import read_class_folders
-from fastgradmix.data.mnist import read_idx, read_mnist
-from fastgradmix.data.svhn import read_svhn
-from fastgradmix.data.tinyimagenet import read_tinyimagenet
+from fastgradmix.data.readers.cache import DecodeOptions
+from fastgradmix.data.readers.cifar import read_cifar10, read_cifar100
+from fastgradmix.data.readers.folders import read_class_folders
+from fastgradmix.data.readers.mnist import read_idx, read_mnist
+from fastgradmix.data.readers.svhn import read_svhn
+from fastgradmix.data.readers.tinyimagenet import read_tinyimagenet
 
 QUIET = DecodeOptions(progress=False)
 
@@ -102,7 +102,7 @@ def test_cifar_pickles_of_any_protocol(tmp_path, protocol):
 
 def test_python2_style_meta_pickle_loads(tmp_path):
     """CIFAR's files are Python 2 pickles: str keys and values (BINSTRING) load as bytes."""
-    from fastgradmix.data.safe_pickle import load_data_pickle
+    from fastgradmix.data.readers.safe_pickle import load_data_pickle
 
     def binstring(text: bytes) -> bytes:
         return b"U" + bytes([len(text)]) + text  # SHORT_BINSTRING
@@ -175,7 +175,7 @@ def test_tinyimagenet_sorted_wnids_and_val_annotations(synthetic_data):
 
 
 def test_tinyimagenet_reads_only_the_classes_asked_for(synthetic_data, monkeypatch):
-    import fastgradmix.data.cache as cache
+    import fastgradmix.data.readers.cache as cache
 
     root, _ = synthetic_data
     seen = []

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from gloo_group import free_port, init_gloo
 from torch import nn
 
-from fastgradmix.config import Config
 from fastgradmix.data.augment import AugmentSpec
-from fastgradmix.features import extract_features
-from fastgradmix.gradmix import gradmix_view, resolve_ops
-from fastgradmix.losses import gradmix_objective, mix_loss_per_sample
-from fastgradmix.moco import MoCo, infonce_per_sample, moco_objective
+from fastgradmix.evaluation.features import extract_features
+from fastgradmix.gradmix.augment import gradmix_view, resolve_ops
+from fastgradmix.runs.config import Config
+from fastgradmix.training.losses import gradmix_objective, mix_loss_per_sample
+from fastgradmix.training.moco import MoCo, infonce_per_sample, moco_objective
 
 WORLD = 2
 LOCAL_N = 4  # images per rank
@@ -87,8 +87,8 @@ def _rank_generator(rank: int) -> torch.Generator:
 def _ddp_worker(rank, port, result_dir):
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    from fastgradmix.distributed_run import wrap_model
-    from fastgradmix.step import TrainStep
+    from fastgradmix.distributed.launch import wrap_model
+    from fastgradmix.training.step import TrainStep
 
     torch.set_num_threads(1)
     init_gloo(rank, WORLD, port)
@@ -118,7 +118,7 @@ def _ddp_worker(rank, port, result_dir):
             if step.moco is not None:
                 result["queue"] = step.moco.queue.clone()
             torch.save(result, os.path.join(result_dir, f"{name}-rank{rank}.pt"))
-        from fastgradmix.features import extract_features_sharded
+        from fastgradmix.evaluation.features import extract_features_sharded
 
         torch.manual_seed(0)
         model = TinyCamModel()

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from gloo_group import free_port, init_gloo
 from torch import nn
 
-from fastgradmix import dist
-from fastgradmix.losses import gradmix_objective
+from fastgradmix.distributed import collectives as dist
+from fastgradmix.training.losses import gradmix_objective
 
 WORLD = 2
 LOCAL_N = 5

@@ -19,8 +19,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
 from fastgradmix.data.protocols import build_protocol
-from fastgradmix.diversity import grid_rows
 from fastgradmix.evaluate import main as evaluate_main
+from fastgradmix.evaluation.diversity_task import grid_rows
 from fastgradmix.models import build_model
 from fastgradmix.train import main as train_main
 
@@ -103,7 +103,7 @@ def test_linear_features_are_cached_per_checkpoint_version(run, monkeypatch):
     def no_forward(*args, **kwargs):
         raise AssertionError("features recomputed although the checkpoint did not change")
 
-    monkeypatch.setattr("fastgradmix.linear_eval.extract_features", no_forward)
+    monkeypatch.setattr("fastgradmix.evaluation.linear_task.extract_features", no_forward)
     evaluate("--run", str(run), "--tasks", "linear")
     again = json.loads((run / "results.json").read_text())["evaluation"]["linear"]
     assert again["curve"] == first["curve"]

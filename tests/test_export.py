@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from deploy_helpers import eager_model, exported_model, trained_run
 
-from fastgradmix.calibration import leave_one_out_scores, threshold_for_tpr
-from fastgradmix.errors import UserError
-from fastgradmix.model_format import BANK_FILE, META_FILE, read_bank, read_model_dir, write_bank
+from fastgradmix.common.errors import UserError
+from fastgradmix.deploy.calibration import leave_one_out_scores, threshold_for_tpr
+from fastgradmix.deploy.model_folder import BANK_FILE, META_FILE, read_bank, read_model_dir, write_bank
 
 
 def loo_reference(bank: np.ndarray, labels: np.ndarray, num_classes: int, k: int) -> np.ndarray:
@@ -135,7 +135,7 @@ def test_inconsistent_model_json_is_one_clear_error(tmp_path, changes, expected)
 def test_old_torch_without_aoti_gets_a_clear_error(monkeypatch):
     import torch._inductor
 
-    from fastgradmix.aoti import aoti_api
+    from fastgradmix.deploy.aoti import aoti_api
 
     monkeypatch.delattr(torch._inductor, "aoti_compile_and_package")
     with pytest.raises(UserError, match=r"torch >= 2\.6"):
@@ -206,7 +206,7 @@ def test_exported_program_matches_the_eager_model(run_dir, model_dir):
 def test_bank_is_the_training_features_and_the_threshold_accepts_the_tpr(run_dir, model_dir):
     from fastgradmix.data.augment import AugmentSpec
     from fastgradmix.data.protocols import build_protocol
-    from fastgradmix.features import extract_features
+    from fastgradmix.evaluation.features import extract_features
 
     model = read_model_dir(model_dir)
     data = build_protocol("digits", 0, 16, "")

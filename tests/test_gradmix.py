@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from host_reads import ForbidHostReads
 
-from fastgradmix.config import Config
-from fastgradmix.gradmix import gradmix_view, random_derangement, resolve_ops, sample_box_sides
+from fastgradmix.gradmix.augment import gradmix_view, random_derangement, resolve_ops, sample_box_sides
 from fastgradmix.models import build_model
-from fastgradmix.step import TrainStep
+from fastgradmix.runs.config import Config
+from fastgradmix.training.step import TrainStep
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 64, 257])
@@ -103,7 +103,7 @@ def test_gradmix_step_matches_written_out_objective(channels_last, monkeypatch):
         recorded["mixed"] = gradmix_view(*args, **kwargs)
         return recorded["mixed"]
 
-    monkeypatch.setattr("fastgradmix.step.gradmix_view", recording_view)
+    monkeypatch.setattr("fastgradmix.training.step.gradmix_view", recording_view)
     n = 6
     view1, view2 = torch.randn(n, 3, 16, 16), torch.randn(n, 3, 16, 16)
     labels = torch.tensor([0, 1, 0, 2, 1, 2])
@@ -161,7 +161,7 @@ def test_detached_mode_trains_and_plain_mode_has_no_mix():
 
 def test_auto_backend_uses_reference_on_cpu():
     ops = resolve_ops("auto", torch.device("cpu"))
-    from fastgradmix import reference
+    from fastgradmix.gradmix import reference
     assert ops.layercam is reference.layercam and ops.paste_resized is reference.paste_resized
     assert isinstance(ops, SimpleNamespace)
 

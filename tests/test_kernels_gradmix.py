@@ -8,9 +8,9 @@ import torch
 from host_reads import ForbidHostReads
 from test_kernels_window_argmax import _check_against_all_box_sums
 
-from fastgradmix import reference
-from fastgradmix.errors import UserError
-from fastgradmix.gradmix import gradmix_view, resolve_ops
+from fastgradmix.common.errors import UserError
+from fastgradmix.gradmix import reference
+from fastgradmix.gradmix.augment import gradmix_view, resolve_ops
 from fastgradmix.kernels import layercam as layercam_module
 from fastgradmix.kernels import paste as paste_module
 from fastgradmix.kernels import window_argmax as window_module

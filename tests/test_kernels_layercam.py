@@ -1,4 +1,4 @@
-"""The Triton ``layercam`` against its specification, ``fastgradmix.reference.layercam``.
+"""The Triton ``layercam`` against its specification, ``fastgradmix.gradmix.reference.layercam``.
 
 On CPU the kernels run in Triton's interpreter (tests/conftest.py), on a GPU compiled. Every case draws
 fresh inputs from its own seed; every tensor the wrapper allocates (output and scratch) starts as NaN.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastgradmix import reference
+from fastgradmix.gradmix import reference
 from fastgradmix.kernels.layercam import layercam
 
 # Both read the same fp16/bf16 values and accumulate in fp32; only the order of the channel sum and of

@@ -1,4 +1,4 @@
-"""The Triton ``paste_resized`` against its specification, ``fastgradmix.reference.paste_resized``.
+"""The Triton ``paste_resized`` against its specification, ``fastgradmix.gradmix.reference.paste_resized``.
 
 On CPU the kernel runs in Triton's interpreter (tests/conftest.py), on a GPU compiled. Every case draws
 fresh inputs from its own seed, and every tensor the wrapper allocates starts as NaN
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastgradmix import reference
+from fastgradmix.gradmix import reference
 from fastgradmix.kernels.paste import paste_resized
 
 # The reference and the kernel compute the same fp32 blend; a compiled kernel may contract it into

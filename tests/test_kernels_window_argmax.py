@@ -13,7 +13,7 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from fastgradmix import reference
+from fastgradmix.gradmix import reference
 from fastgradmix.kernels.window_argmax import window_argmax
 
 # (batch, H, W, box sizes [(bh, bw), ...] or None for random per sample, map values, dtype)

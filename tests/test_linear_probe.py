@@ -10,7 +10,13 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from fastgradmix.linear_probe import ProbeRecipe, cached_features, linear_probe, topk_accuracy, train_linear_probe
+from fastgradmix.evaluation.linear_probe import (
+    ProbeRecipe,
+    cached_features,
+    linear_probe,
+    topk_accuracy,
+    train_linear_probe,
+)
 
 
 def _blobs(n: int, dim: int, classes: int, spread: float, seed: int):

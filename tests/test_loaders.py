@@ -20,13 +20,13 @@ import pytest
 import torch
 from host_reads import ForbidHostReads
 
+from fastgradmix.common.errors import UserError
 from fastgradmix.data.augment import AugmentSpec
-from fastgradmix.data.dali import dali_available
-from fastgradmix.data.loaders import build_input_pipeline, resolve_kind
+from fastgradmix.data.loaders.dali import dali_available
+from fastgradmix.data.loaders.pipeline import build_input_pipeline, resolve_kind
+from fastgradmix.data.loaders.sharding import epoch_batches
+from fastgradmix.data.loaders.torch_workers import torchvision_available
 from fastgradmix.data.openset import OpenSetData
-from fastgradmix.data.sharding import epoch_batches
-from fastgradmix.data.torch_loader import torchvision_available
-from fastgradmix.errors import UserError
 
 CPU = torch.device("cpu")
 MEAN3, STD3 = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -375,7 +375,7 @@ def test_eval_views_resize_like_antialiased_bilinear(kind):
 # ---- choosing a loader --------------------------------------------------------------------------------------------
 
 def test_auto_and_the_missing_dali_message(monkeypatch):
-    import fastgradmix.data.dali as dali_module
+    import fastgradmix.data.loaders.dali as dali_module
 
     if dali_available():
         assert resolve_kind("auto", CPU) == "dali"

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from fastgradmix.data.dali import dali_available
-from fastgradmix.data.torch_loader import torchvision_available
+from fastgradmix.data.loaders.dali import dali_available
+from fastgradmix.data.loaders.torch_workers import torchvision_available
 from fastgradmix.train import main
 
 # a tiny configuration: 11 steps, seconds per run

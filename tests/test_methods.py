@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from host_reads import ForbidHostReads
 
-from fastgradmix.config import AUGMENTATIONS, METHODS, Config, validate
-from fastgradmix.errors import UserError
-from fastgradmix.gradmix import gradmix_view
-from fastgradmix.mixing import mixed_view
+from fastgradmix.common.errors import UserError
+from fastgradmix.gradmix.augment import gradmix_view
 from fastgradmix.models import build_model
-from fastgradmix.step import TrainStep, build_optimizer
+from fastgradmix.runs.config import AUGMENTATIONS, METHODS, Config, validate
 from fastgradmix.train import main as train_main
+from fastgradmix.training.pixel_mixing import mixed_view
+from fastgradmix.training.step import TrainStep, build_optimizer
 
 CPU = torch.device("cpu")
 LABELS = torch.tensor([0, 1, 0, 2, 1, 2])
@@ -126,8 +126,8 @@ def test_step_gradients_equal_the_written_out_objective(method, aug, monkeypatch
             return recorded["mixed"]
         return wrapper
 
-    monkeypatch.setattr("fastgradmix.step.mixed_view", record(mixed_view))
-    monkeypatch.setattr("fastgradmix.step.gradmix_view", record(gradmix_view))
+    monkeypatch.setattr("fastgradmix.training.step.mixed_view", record(mixed_view))
+    monkeypatch.setattr("fastgradmix.training.step.gradmix_view", record(gradmix_view))
     view1, view2 = _views()
     losses = step(view1, view2, LABELS, torch.Generator().manual_seed(5))
     mixed = recorded["mixed"]
@@ -212,7 +212,7 @@ def test_cam_layer_ablation_on_every_backbone(arch, cam_layers, monkeypatch):
         seen["view"] = gradmix_view(images, acts, grads, *args, **kwargs)
         return seen["view"]
 
-    monkeypatch.setattr("fastgradmix.step.gradmix_view", record)
+    monkeypatch.setattr("fastgradmix.training.step.gradmix_view", record)
     view1, view2 = _views()
     losses = step(view1, view2, LABELS, torch.Generator().manual_seed(0))
     assert torch.isfinite(losses["loss"]) and float(losses["mix"]) > 0
@@ -282,7 +282,7 @@ def test_save_every_keeps_model_snapshots_and_overwrite_drops_stale_ones(tmp_pat
 def test_compiled_moco_cutmix_step_matches_eager():
     """--compile as train.py applies it: no CAM layer (CutMix), so the model is one region, and MoCo's key encoder
     another. Same loss and gradients as eager over two steps (the first compiles). About a minute on a CPU."""
-    from fastgradmix.compiling import compile_regions
+    from fastgradmix.training.compile import compile_regions
 
     torch.manual_seed(0)
     cfg = _config(method="moco", aug="cutmix")

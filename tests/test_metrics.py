@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fastgradmix.metrics import auroc, closed_set_accuracy, openness
+from fastgradmix.data.openset import openness
+from fastgradmix.evaluation.metrics import auroc, closed_set_accuracy
 
 
 def sklearn_auroc(known: np.ndarray, unknown: np.ndarray) -> float:

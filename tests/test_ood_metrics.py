@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastgradmix.metrics import auroc, ood_metrics
+from fastgradmix.evaluation.metrics import auroc, ood_metrics
 
 KEYS = {"tnr", "auroc", "dtacc", "auin", "auout"}
 

@@ -22,9 +22,9 @@ from deploy_helpers import (
 )
 from PIL import Image
 
-from fastgradmix.errors import UserError
-from fastgradmix.model_format import Preprocessing
-from fastgradmix.predict_inputs import list_images, preprocess, read_image, to_channels
+from fastgradmix.common.errors import UserError
+from fastgradmix.deploy.image_inputs import list_images, preprocess, read_image, to_channels
+from fastgradmix.deploy.model_folder import Preprocessing
 
 GRAY_16PX = Preprocessing(16, 1, (0.5,), (0.5,))
 
@@ -173,8 +173,8 @@ def test_scores_match_the_eager_model_on_png_and_resized_rgb_jpeg(run_dir, model
     """Reference: PIL decoding and luma, the evaluation's eval_view and bank, the eager model, Algorithm 1."""
     from fastgradmix.data.augment import AugmentSpec, eval_view
     from fastgradmix.data.protocols import build_protocol
-    from fastgradmix.features import extract_features
-    from fastgradmix.osr import class_topk_scores
+    from fastgradmix.evaluation.features import extract_features
+    from fastgradmix.evaluation.scoring import class_topk_scores
 
     data = build_protocol("digits", 0, 16, "")
     spec = AugmentSpec(16, data.mean, data.std)

@@ -1,4 +1,4 @@
-"""Tests of fastgradmix.reference against independent slow implementations.
+"""Tests of fastgradmix.gradmix.reference against independent slow implementations.
 
 Every expected value comes from a per-sample Python/NumPy loop written here (or from the grad-cam
 library), never from the function under test. Each case draws its inputs from its own seeded generator.
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from host_reads import assert_no_host_read
 from torch import nn
 
-from fastgradmix.reference import layercam, paste_resized, window_argmax
+from fastgradmix.gradmix.reference import layercam, paste_resized, window_argmax
 
 CHANNELS_LAST = torch.channels_last
 

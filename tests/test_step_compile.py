@@ -10,12 +10,12 @@ import json
 import pytest
 import torch
 
-from fastgradmix.compiling import compile_regions
-from fastgradmix.config import Config
-from fastgradmix.gradmix import gradmix_view
+from fastgradmix.gradmix.augment import gradmix_view
 from fastgradmix.models import build_model
-from fastgradmix.step import TrainStep
+from fastgradmix.runs.config import Config
 from fastgradmix.train import main
+from fastgradmix.training.compile import compile_regions
+from fastgradmix.training.step import TrainStep
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_compiled_step_gives_the_eager_cam_maps_boxes_and_gradients(cam_layers, 
     compile_regions(compiled_model, steps["compiled"].cam_modules)
 
     recorded = []
-    monkeypatch.setattr("fastgradmix.step.gradmix_view",
+    monkeypatch.setattr("fastgradmix.training.step.gradmix_view",
                         lambda *args, **kwargs: recorded.append(gradmix_view(*args, **kwargs)) or recorded[-1])
     view1, view2 = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])

@@ -10,10 +10,10 @@ import pytest
 import torch
 from host_reads import ForbidHostReads
 
-from fastgradmix.config import Config
 from fastgradmix.models import build_model
-from fastgradmix.step import TrainStep, build_optimizer
-from fastgradmix.timing import StepTimer, peak_memory_mib
+from fastgradmix.runs.config import Config
+from fastgradmix.training.step import TrainStep, build_optimizer
+from fastgradmix.training.timing import StepTimer, peak_memory_mib
 
 CPU = torch.device("cpu")
 HAS_CUDA = torch.cuda.is_available()
@@ -227,7 +227,7 @@ def test_cuda_memory_does_not_grow_per_step():
 def test_a_nan_feature_makes_the_loss_nan():
     """What the run's non-finite check relies on: NaN features (a diverged model) must not pass for rows
     with nothing to contrast, which the loss sets to 0."""
-    from fastgradmix.losses import gradmix_objective
+    from fastgradmix.training.losses import gradmix_objective
 
     z1, z2 = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=2)
     z1[1] = float("nan")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fastgradmix import train as train_module
-from fastgradmix.step import TrainStep
 from fastgradmix.train import main
+from fastgradmix.training.step import TrainStep
 
 # digits: 754 training images, so 11 steps of 64 per epoch
 TINY = ["--width", "8", "--image-size", "16", "--batch-size", "64", "--cam-layers", "conv4_2",

@@ -41,7 +41,7 @@ def _single_process_scores(run: Path) -> dict:
     """The checkpoint evaluated in this (single) process: the reference for the ranks' sharded evaluation."""
     from fastgradmix.data.augment import AugmentSpec
     from fastgradmix.data.protocols import build_protocol
-    from fastgradmix.evaluation import evaluate_open_set
+    from fastgradmix.evaluation.tasks import evaluate_open_set
     from fastgradmix.models import build_model
 
     cfg = json.loads((run / "config.json").read_text())
@@ -118,7 +118,7 @@ def test_two_process_checkpoint_resumes_exactly_under_torchrun_and_in_one_proces
 
 def test_a_global_batch_holds_the_same_images_for_any_number_of_processes():
     """Why a resume under another process count is valid: step s of an epoch trains on the same images."""
-    from fastgradmix.data.sharding import epoch_batches
+    from fastgradmix.data.loaders.sharding import epoch_batches
 
     one = epoch_batches(754, 64, seed=5, epoch=3)  # (11, 64)
     for world in (2, 4):

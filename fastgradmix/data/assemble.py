@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UserError
-from .openset import LabelledImages, OpenSetData
+from fastgradmix.common.errors import UserError
+from fastgradmix.data.openset import LabelledImages, OpenSetData
 
 
 @dataclass

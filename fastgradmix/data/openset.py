@@ -7,12 +7,28 @@ whose known labels are 0..K-1 in the order of its known class list and whose unk
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from ..metrics import openness
+
+def openness(n_train_classes: int, n_test_classes: int) -> float:
+    """Openness O = 1 - sqrt(I / S), I training (known) classes, S testing classes (known + unknown).
+
+    0 for a closed set (S = I), approaching 1 as unknown classes dominate the test set.
+    """
+    if n_train_classes <= 0 or n_test_classes <= 0:
+        raise ValueError(
+            f"class counts must be positive, got {n_train_classes} training and {n_test_classes} testing"
+        )
+    if n_train_classes > n_test_classes:
+        raise ValueError(
+            f"{n_train_classes} training classes exceed {n_test_classes} testing classes; "
+            "the testing classes include the known ones"
+        )
+    return 1.0 - math.sqrt(n_train_classes / n_test_classes)
 
 
 @dataclass

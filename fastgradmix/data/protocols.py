@@ -22,19 +22,19 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from .assemble import Style, check_class_lists, make_open_set
-from .cache import DecodeOptions, default_cache_dir
-from .cifar import read_cifar10, read_cifar100
-from .digits import load_digits_protocol
-from .folders import class_folders, read_class_folders
-from .layout import IMAGEFOLDER, missing
-from .mnist import read_mnist
-from .openset import OpenSetData
-from .splits import known_classes as split_known
-from .splits import load_splits
-from .svhn import read_svhn
-from .tinyimagenet import read_tinyimagenet
+from fastgradmix.common.errors import UserError
+from fastgradmix.data.assemble import Style, check_class_lists, make_open_set
+from fastgradmix.data.openset import OpenSetData
+from fastgradmix.data.readers.cache import DecodeOptions, default_cache_dir
+from fastgradmix.data.readers.cifar import read_cifar10, read_cifar100
+from fastgradmix.data.readers.digits import load_digits_protocol
+from fastgradmix.data.readers.folders import class_folders, read_class_folders
+from fastgradmix.data.readers.layout import IMAGEFOLDER, missing
+from fastgradmix.data.readers.mnist import read_mnist
+from fastgradmix.data.readers.svhn import read_svhn
+from fastgradmix.data.readers.tinyimagenet import read_tinyimagenet
+from fastgradmix.data.splits import known_classes as split_known
+from fastgradmix.data.splits import load_splits
 
 # per-channel means and standard deviations of each training set, in [0, 1] units
 MNIST_STYLE = Style((0.1307,), (0.3081,), flip=False, color=False)
@@ -216,7 +216,7 @@ def build_protocol(name: str, split: int, image_size: int, data_root: str | Path
     if download:
         if not protocol.datasets and name != "digits":
             raise UserError(f"--download: {name} has no official download location; put the data under {root}")
-        from .download import ensure_downloaded
+        from fastgradmix.data.fetching.download import ensure_downloaded
 
         ensure_downloaded(list(protocol.datasets), root)
     options = DecodeOptions(cache_dir=default_cache_dir(root) if cache and root.is_dir() else None,

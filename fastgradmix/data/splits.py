@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-from ..errors import UserError
+from fastgradmix.common.errors import UserError
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,1 @@
+"""--download: fetching official archives with checksums and extracting them safely."""

@@ -1,0 +1,1 @@
+"""Input pipelines: the loader seam, DALI, torch DataLoader workers, device-resident, and sharding."""

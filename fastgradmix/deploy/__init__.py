@@ -1,0 +1,1 @@
+"""Deployment: the model folder, threshold calibration, image preprocessing, AOTInductor programs."""

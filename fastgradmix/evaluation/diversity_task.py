@@ -1,0 +1,100 @@
+"""``--tasks diversity``: how diverse a run's features are, and how much of an image its CAM covers.
+
+- Intrinsic dimension (TwoNN, ``analysis.py``) of the known test images' features, both the encoder's
+  pooled features and the L2-normalised head outputs that the open-set score uses.
+- Activated area S_M(tau) (``analysis.activated_area``) of LayerCAM maps of the known test images, for
+  tau log-spaced over 1e-5 .. 1e-3, at the run's CAM layers.
+- A grid of test images (known and unknown) with their LayerCAM overlaid, for the report.
+
+Which loss defines G for a test image: training's G comes from the contrastive loss of two augmented
+views and their labels, which a test image does not have. Here G = d s(x) / dA, the gradient of the
+image's open-set score s(x) = max_c sum of its top-k cosine similarities to class c's training features
+(Algorithm 1, the bank fixed), so the map shows where the image's evidence for its best known class lies.
+It needs no label and no augmentation (the same for known and unknown images), and each image's map
+depends on that image alone: the model is in eval mode (BatchNorm with running statistics), so one
+backward of the batch's summed scores gives every image its own gradient. LayerCAM as in training:
+M = ReLU(sum_c ReLU(G_c) A_c), normalised per image by its maximum, several layers upsampled and summed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fastgradmix.data.augment import AugmentSpec, eval_view
+from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, activated_area, twonn_dimension
+from fastgradmix.evaluation.scoring import class_topk_scores
+from fastgradmix.gradmix import reference
+from fastgradmix.gradmix.augment import CamCapture
+
+
+def score_cam_maps(model: nn.Module, images: torch.Tensor, spec: AugmentSpec, layers: list[str],
+                   bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, topk: int, batch_size: int,
+                   device: torch.device, channels_last: bool = False, progress: bool = True,
+                   desc: str = "CAM maps") -> torch.Tensor:
+    """LayerCAM maps (T, size, size) fp32 on the CPU of uint8 ``images`` (T, C, H, W) for the open-set score
+    against ``bank`` (B, D) L2-normalised features with ``bank_labels`` (B,) (see the module docstring)."""
+    was_training = model.training
+    model.eval()
+    capture = CamCapture(model, layers)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    maps = []
+    try:
+        starts = range(0, images.shape[0], batch_size)
+        for start in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
+            batch = eval_view(images[start:start + batch_size].to(device), spec).contiguous(memory_format=memory_format)
+            capture.arm()
+            with torch.enable_grad():
+                features = model(batch)  # (b, D)
+                capture.disarm()
+                scores = class_topk_scores(features, bank.detach(), bank_labels, num_classes, k=topk)  # (b, K)
+                open_score = scores.max(dim=1).values  # (b,)
+                gradients = torch.autograd.grad(open_score.sum(), capture.activations)
+            acts = [a.detach() for a in capture.activations]  # each (b, C_l, h_l, w_l)
+            maps.append(reference.layercam(acts, list(gradients), out_size=(spec.size, spec.size)).cpu())
+    finally:
+        capture.disarm()
+        capture.remove()
+        model.train(was_training)
+    return torch.cat(maps) if maps else torch.empty(0, spec.size, spec.size)
+
+
+def grid_rows(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices (<= count,) of test images for the CAM grid: evenly spaced over the known images and, when the
+    protocol has unknown test images, half of them evenly spaced over the unknowns. Deterministic."""
+    known = (labels >= 0).nonzero().flatten()
+    unknown = (labels < 0).nonzero().flatten()
+    n_unknown = min(count // 2, unknown.numel()) if unknown.numel() else 0
+    n_known = min(count - n_unknown, known.numel())
+
+    def spread(rows: torch.Tensor, n: int) -> torch.Tensor:
+        if n == 0:
+            return rows[:0]
+        return rows[torch.linspace(0, rows.numel() - 1, n).round().long()]
+
+    return torch.cat([spread(known, n_known), spread(unknown, n_unknown)])
+
+
+def diversity_task(encoder_features: torch.Tensor, head_features: torch.Tensor, maps: torch.Tensor,
+                   layers: list[str], thresholds=DEFAULT_AREA_THRESHOLDS) -> dict:
+    """Intrinsic dimensions of the features (N, D) and S_M(tau) of the maps (N, H, W) of the same N images."""
+    return {"twonn_encoder": twonn_dimension(encoder_features.double()),
+            "twonn_head": twonn_dimension(head_features.double()),
+            "thresholds": [float(t) for t in thresholds],
+            "activated_area": activated_area(maps, thresholds).tolist(),
+            "cam_layers": "+".join(layers), "n": int(maps.shape[0])}
+
+
+def aggregate_diversity(per_split: list[tuple[int, dict]]) -> dict:
+    """A sweep's diversity: every split's, mean ± sample std of the dimensions, the mean S_M curve."""
+    from fastgradmix.training.sweep import mean_std
+
+    results = [result for _, result in per_split]
+    rows = [{"split": split, **{k: v for k, v in r.items() if k != "settings"}} for split, r in per_split]
+    return {"per_split": rows,
+            "mean": {key: mean_std([r[key] for r in results]) for key in ("twonn_encoder", "twonn_head")},
+            "thresholds": results[0]["thresholds"], "cam_layers": results[0]["cam_layers"],
+            "activated_area": np.mean([r["activated_area"] for r in results], axis=0).tolist(),
+            "settings": results[0]["settings"]}
