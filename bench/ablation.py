@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 from fastgradmix import __version__
+from fastgradmix.common.files import write_bytes, write_json
 from fastgradmix.evaluate import main as evaluate_main
-from fastgradmix.evaluation.report import write_bytes
-from fastgradmix.runs.checkpoint import write_json
 from fastgradmix.runs.config import AUGMENTATIONS, METHODS
 from fastgradmix.train import main as train_main
 

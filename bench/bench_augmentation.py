@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from benchlib import DEVICE, ON_GPU, host_window_argmax, record, timed
 
-from fastgradmix.gradmix.augment import CamCapture, gradmix_view, resolve_ops
+from fastgradmix.gradmix.augment import gradmix_view
+from fastgradmix.gradmix.capture import CamCapture
+from fastgradmix.gradmix.ops import resolve_ops
 from fastgradmix.models import build_model
 from fastgradmix.runs.config import Config
-from fastgradmix.training.losses import gradmix_objective
+from fastgradmix.training.objectives.losses import gradmix_objective
 from fastgradmix.training.step import TrainStep
 
 pytest.importorskip("pytorch_grad_cam")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastgradmix.training.losses import gradmix_objective, simclr_loss
+from fastgradmix.training.objectives.losses import gradmix_objective, simclr_loss
 
 
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:

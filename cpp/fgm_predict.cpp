@@ -97,7 +97,7 @@ bool has_image_suffix(const std::string& name) {
   return false;
 }
 
-// Image files under `folder`, recursively, entries visited in sorted name order (as predict_inputs.py).
+// Image files under `folder`, recursively, entries visited in sorted name order (as deploy/image_inputs.py).
 void images_under(const fs::path& folder, std::vector<std::string>& found) {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(folder)) names.push_back(entry.path().filename().string());

@@ -1,4 +1,4 @@
-// JPEG and PNG files -> 8-bit pixels, with the rules of fastgradmix/predict_inputs.py (PIL there):
+// JPEG and PNG files -> 8-bit pixels, with the rules of fastgradmix/deploy/image_inputs.py (PIL there):
 // palette PNGs expand to RGB, 1/2/4-bit gray expands to 8 bits, 16-bit samples keep their high byte,
 // tRNS and gamma are ignored; JPEGs decode with libjpeg's defaults (islow DCT, fancy upsampling).
 #pragma once

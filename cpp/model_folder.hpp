@@ -1,5 +1,5 @@
 // A model folder written by `python -m fastgradmix.export` (format: docs/model_format.md), read and
-// cross-checked the way fastgradmix/model_format.py reads it.
+// cross-checked the way fastgradmix/deploy/model_folder.py reads it.
 #pragma once
 
 #include <filesystem>

@@ -59,7 +59,7 @@ Image to_channels(const Image& image, int channels) {
 
 at::Tensor preprocess(const Image& decoded, const Preprocessing& prep) {
   Image image = to_channels(decoded, prep.channels);
-  // (H, W, C) uint8 -> contiguous (1, C, H, W), as predict_inputs.to_channels lays it out
+  // (H, W, C) uint8 -> contiguous (1, C, H, W), as deploy/image_inputs.to_channels lays it out
   at::Tensor pixels = at::from_blob(image.pixels.data(), {image.height, image.width, image.channels}, at::kByte)
                           .permute({2, 0, 1})
                           .contiguous()

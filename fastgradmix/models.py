@@ -2,7 +2,7 @@
 
 CAM layer names follow the ResNet paper's stage numbering, 1-based: ``conv{stage}_{block}`` with
 conv2_x = layer1 ... conv5_x = layer4, so for ResNet-18 ``conv5_2`` is the output of ``layer4[1]``.
-The model knows nothing of augmentation; gradmix.py hooks the modules that ``cam_module`` returns.
+The model knows nothing of augmentation; gradmix/capture.py hooks the modules that ``cam_module`` returns.
 """
 
 from __future__ import annotations

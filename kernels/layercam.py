@@ -168,7 +168,7 @@ def layercam(
 
     Returns a contiguous fp32 tensor (N, H, W).
     """
-    # the same checks, messages and default size as the reference (fastgradmix/op_checks.py)
+    # the same checks, messages and default size as the reference (fastgradmix/gradmix/checks.py)
     act_layers, grad_layers, (out_h, out_w) = cam_layer_inputs(acts, grads, variant, out_size)
     batch = act_layers[0].shape[0]
     device = act_layers[0].device

@@ -50,7 +50,7 @@ def exported_model(tmp_path_factory) -> Path:
     run_dir = trained_run(tmp_path_factory)
 
     def produce(folder: Path) -> None:
-        from fastgradmix.export import export
+        from fastgradmix.deploy.exporter import export
 
         export(run_dir, folder / "model", progress=False)
 

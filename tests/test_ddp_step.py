@@ -24,10 +24,11 @@ from torch import nn
 
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.evaluation.features import extract_features
-from fastgradmix.gradmix.augment import gradmix_view, resolve_ops
+from fastgradmix.gradmix.augment import gradmix_view
+from fastgradmix.gradmix.ops import resolve_ops
 from fastgradmix.runs.config import Config
-from fastgradmix.training.losses import gradmix_objective, mix_loss_per_sample
-from fastgradmix.training.moco import MoCo, infonce_per_sample, moco_objective
+from fastgradmix.training.objectives.losses import gradmix_objective, mix_loss_per_sample
+from fastgradmix.training.objectives.moco import MoCo, infonce_per_sample, moco_objective
 
 WORLD = 2
 LOCAL_N = 4  # images per rank

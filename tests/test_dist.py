@@ -11,7 +11,7 @@ from gloo_group import free_port, init_gloo
 from torch import nn
 
 from fastgradmix.distributed import collectives as dist
-from fastgradmix.training.losses import gradmix_objective
+from fastgradmix.training.objectives.losses import gradmix_objective
 
 WORLD = 2
 LOCAL_N = 5

@@ -17,8 +17,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from fastgradmix.evaluate import main as evaluate_main
+from fastgradmix.evaluation.corruption_task import corruption_seed
 from fastgradmix.evaluation.corruptions import corrupt
-from fastgradmix.evaluation.tasks import corruption_seed
 from fastgradmix.models import build_model
 from fastgradmix.train import main as train_main
 

@@ -13,8 +13,8 @@ from dataset_writers import write_cifar10_pickles, write_cifar100_pickles, write
 from sklearn.metrics import roc_auc_score
 
 from fastgradmix.data.protocols import build_protocol
-from fastgradmix.evaluate import default_out_sets
 from fastgradmix.evaluate import main as evaluate_main
+from fastgradmix.evaluation.out_sets import default_out_sets
 from fastgradmix.models import build_model
 from fastgradmix.train import main as train_main
 

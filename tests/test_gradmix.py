@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from host_reads import ForbidHostReads
 
-from fastgradmix.gradmix.augment import gradmix_view, random_derangement, resolve_ops, sample_box_sides
+from fastgradmix.common.sampling import random_derangement
+from fastgradmix.gradmix.augment import gradmix_view, sample_box_sides
+from fastgradmix.gradmix.ops import resolve_ops
 from fastgradmix.models import build_model
 from fastgradmix.runs.config import Config
 from fastgradmix.training.step import TrainStep
@@ -103,7 +105,7 @@ def test_gradmix_step_matches_written_out_objective(channels_last, monkeypatch):
         recorded["mixed"] = gradmix_view(*args, **kwargs)
         return recorded["mixed"]
 
-    monkeypatch.setattr("fastgradmix.training.step.gradmix_view", recording_view)
+    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view", recording_view)
     n = 6
     view1, view2 = torch.randn(n, 3, 16, 16), torch.randn(n, 3, 16, 16)
     labels = torch.tensor([0, 1, 0, 2, 1, 2])

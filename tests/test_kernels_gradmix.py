@@ -10,7 +10,8 @@ from test_kernels_window_argmax import _check_against_all_box_sums
 
 from fastgradmix.common.errors import UserError
 from fastgradmix.gradmix import reference
-from fastgradmix.gradmix.augment import gradmix_view, resolve_ops
+from fastgradmix.gradmix.augment import gradmix_view
+from fastgradmix.gradmix.ops import resolve_ops
 from fastgradmix.kernels import layercam as layercam_module
 from fastgradmix.kernels import paste as paste_module
 from fastgradmix.kernels import window_argmax as window_module

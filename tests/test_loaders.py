@@ -1,4 +1,4 @@
-"""The input pipelines (data/loaders.py, dali.py, torch_loader.py, sharding.py) on CPU.
+"""The input pipelines (data/loaders/: pipeline.py, dali.py, torch_workers.py, sharding.py) on CPU.
 
 Every loader kind: shapes, dtypes and value ranges of the views; two views differ; the same seed gives the
 same batches; ranks partition an epoch and every sample comes once (images tagged with their index in

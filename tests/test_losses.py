@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastgradmix.training.losses import (
+from fastgradmix.training.objectives.losses import (
     contrastive_loss,
     contrastive_loss_per_anchor,
     gradmix_objective,

@@ -18,7 +18,7 @@ from fastgradmix.gradmix.augment import gradmix_view
 from fastgradmix.models import build_model
 from fastgradmix.runs.config import AUGMENTATIONS, METHODS, Config, validate
 from fastgradmix.train import main as train_main
-from fastgradmix.training.pixel_mixing import mixed_view
+from fastgradmix.training.mixed_views.pixel import mixed_view
 from fastgradmix.training.step import TrainStep, build_optimizer
 
 CPU = torch.device("cpu")
@@ -126,8 +126,8 @@ def test_step_gradients_equal_the_written_out_objective(method, aug, monkeypatch
             return recorded["mixed"]
         return wrapper
 
-    monkeypatch.setattr("fastgradmix.training.step.mixed_view", record(mixed_view))
-    monkeypatch.setattr("fastgradmix.training.step.gradmix_view", record(gradmix_view))
+    monkeypatch.setattr("fastgradmix.training.mixed_views.pixel.mixed_view", record(mixed_view))
+    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view", record(gradmix_view))
     view1, view2 = _views()
     losses = step(view1, view2, LABELS, torch.Generator().manual_seed(5))
     mixed = recorded["mixed"]
@@ -180,6 +180,33 @@ def test_moco_step_moves_the_key_encoder_by_the_momentum():
         assert torch.allclose(k, 0.9 * (0.9 * a + 0.1 * a) + 0.1 * b, atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["moco", "supcon+simclr"])
+def test_step_state_dict_resumes_exactly(method):
+    """TrainStep.state_dict holds exactly "optimizer", "scaler" (and "moco"); a fresh step that loads it (and the
+    model's weights) takes the same next step as the one it was saved from; a missing entry is a KeyError."""
+    torch.manual_seed(0)
+    cfg = _config(method=method, aug="gradmix")
+    steps = []
+    for _ in range(2):
+        model = build_model("resnet18", 3, width=4)
+        steps.append(TrainStep(model, build_optimizer(model, 1e-2, 0.0), cfg, CPU))
+    saved, resumed = steps
+    view1, view2 = _views()
+    saved(view1, view2, LABELS, torch.Generator().manual_seed(0))
+    state = copy.deepcopy(saved.state_dict())
+    assert set(state) == {"optimizer", "scaler"} | ({"moco"} if method == "moco" else set())
+    resumed.model.load_state_dict(saved.model.state_dict())
+    resumed.load_state_dict(state)
+    for step in steps:
+        step(view1, view2, LABELS, torch.Generator().manual_seed(1))
+    for a, b in zip(saved.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    if method == "moco":
+        assert torch.equal(saved.moco.queue, resumed.moco.queue)
+        with pytest.raises(KeyError):
+            resumed.load_state_dict({k: v for k, v in state.items() if k != "moco"})
+
+
 @pytest.mark.parametrize("method,aug", [("moco", "gradmix"), ("moco", "cutmix"), ("simclr", "mixup"),
                                         ("supcon", "gradmix")])
 def test_new_steps_read_nothing_back(method, aug):
@@ -212,7 +239,7 @@ def test_cam_layer_ablation_on_every_backbone(arch, cam_layers, monkeypatch):
         seen["view"] = gradmix_view(images, acts, grads, *args, **kwargs)
         return seen["view"]
 
-    monkeypatch.setattr("fastgradmix.training.step.gradmix_view", record)
+    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view", record)
     view1, view2 = _views()
     losses = step(view1, view2, LABELS, torch.Generator().manual_seed(0))
     assert torch.isfinite(losses["loss"]) and float(losses["mix"]) > 0

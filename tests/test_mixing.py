@@ -10,7 +10,7 @@ import torch
 from host_reads import ForbidHostReads
 from scipy import stats
 
-from fastgradmix.training.pixel_mixing import (
+from fastgradmix.training.mixed_views.pixel import (
     MIXING_AUGS,
     cutmix,
     cutmix_boxes,

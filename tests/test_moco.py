@@ -15,10 +15,10 @@ from gloo_group import free_port, init_gloo
 from host_reads import ForbidHostReads
 from torch import nn
 
-from fastgradmix.gradmix.augment import CamCapture
+from fastgradmix.gradmix.capture import CamCapture
 from fastgradmix.models import build_model
 from fastgradmix.runs.checkpoint import load_checkpoint, save_checkpoint
-from fastgradmix.training.moco import MoCo, infonce_per_sample, moco_objective
+from fastgradmix.training.objectives.moco import MoCo, infonce_per_sample, moco_objective
 
 
 class Normalised(nn.Module):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastgradmix.evaluation.scoring import class_topk_scores, osr_predict, score_normalized
+from fastgradmix.evaluation.topk_similarity import class_topk_scores, osr_predict, score_normalized
 
 # unbalanced bank: class 1 has fewer entries than most k below, class 2 none, class 4 one
 CLASS_COUNTS = (15, 3, 0, 7, 1)

@@ -174,7 +174,7 @@ def test_scores_match_the_eager_model_on_png_and_resized_rgb_jpeg(run_dir, model
     from fastgradmix.data.augment import AugmentSpec, eval_view
     from fastgradmix.data.protocols import build_protocol
     from fastgradmix.evaluation.features import extract_features
-    from fastgradmix.evaluation.scoring import class_topk_scores
+    from fastgradmix.evaluation.topk_similarity import class_topk_scores
 
     data = build_protocol("digits", 0, 16, "")
     spec = AugmentSpec(16, data.mean, data.std)

@@ -227,7 +227,7 @@ def test_cuda_memory_does_not_grow_per_step():
 def test_a_nan_feature_makes_the_loss_nan():
     """What the run's non-finite check relies on: NaN features (a diverged model) must not pass for rows
     with nothing to contrast, which the loss sets to 0."""
-    from fastgradmix.training.losses import gradmix_objective
+    from fastgradmix.training.objectives.losses import gradmix_objective
 
     z1, z2 = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=2)
     z1[1] = float("nan")

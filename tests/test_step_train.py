@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from fastgradmix import train as train_module
 from fastgradmix.train import main
+from fastgradmix.training import loop as train_module
 from fastgradmix.training.step import TrainStep
 
 # digits: 754 training images, so 11 steps of 64 per epoch

@@ -1,1 +1,7 @@
-"""Shared utilities every stage may use: user errors, atomic files, the CLI parser, small statistics."""
+"""Shared utilities that every stage may use, and that import nothing else of fastgradmix.
+
+- errors.py: ``UserError``, a mistake the user can fix (one line, exit code 2);
+- cli.py: the one-line argparse parser and ``run_cli`` around every command-line tool;
+- files.py: the one atomic writer (temporary file, fsync, rename; one permission policy);
+- device.py: ``--device {auto,cpu,cuda}``; stats.py: mean ± std; sampling.py: random derangements.
+"""

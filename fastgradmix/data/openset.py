@@ -1,6 +1,6 @@
 """The in-memory forms: a labelled image set as a reader returns it, and one open-set problem.
 
-Readers (mnist.py, svhn.py, cifar.py, tinyimagenet.py, folders.py) return :class:`LabelledImages` with
+Readers (data/readers/: mnist.py, svhn.py, cifar.py, tinyimagenet.py, folders.py) return :class:`LabelledImages` with
 the dataset's canonical class indices; a protocol turns one or more of them into :class:`OpenSetData`,
 whose known labels are 0..K-1 in the order of its known class list and whose unknown test images carry -1.
 """

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from fastgradmix.evaluation.scoring import class_topk_scores
+from fastgradmix.evaluation.topk_similarity import class_topk_scores
 
 
 @torch.no_grad()

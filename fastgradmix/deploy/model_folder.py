@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.files import write_bytes
 
 FORMAT_NAME = "fastgradmix-model"
 FORMAT_VERSION = 1
@@ -74,14 +75,12 @@ class DeployedModel:
 
 
 def write_bank(path: Path, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-    """features (N, D) float, labels (N,) int in [0, num_classes) -> bank.bin."""
+    """features (N, D) float, labels (N,) int in [0, num_classes) -> bank.bin (written atomically)."""
     features_np = features.detach().cpu().to(torch.float32).numpy().astype("<f4", copy=False)
     labels_np = labels.detach().cpu().numpy().astype("<i4")
     rows, dim = features_np.shape
-    with open(path, "wb") as handle:
-        handle.write(BANK_HEADER.pack(BANK_MAGIC, rows, dim, num_classes, 0))
-        handle.write(np.ascontiguousarray(features_np).tobytes())
-        handle.write(labels_np.tobytes())
+    header = BANK_HEADER.pack(BANK_MAGIC, rows, dim, num_classes, 0)
+    write_bytes(path, header + np.ascontiguousarray(features_np).tobytes() + labels_np.tobytes())
 
 
 def read_bank(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -114,9 +113,8 @@ def _require(meta: dict, key: str, kind, where: Path):
     return value
 
 
-def read_model_dir(directory: str | Path) -> DeployedModel:
-    """Reads and cross-checks a model folder; every problem is one UserError line."""
-    directory = Path(directory)
+def _read_meta(directory: Path) -> tuple[Path, dict]:
+    """The folder's model.json path and content, checked to be this format and version."""
     if not directory.is_dir():
         raise UserError(f"model folder {directory} does not exist; create one with python -m fastgradmix.export")
     meta_path = directory / META_FILE
@@ -133,7 +131,13 @@ def read_model_dir(directory: str | Path) -> DeployedModel:
     if version != FORMAT_VERSION:
         raise UserError(f"{meta_path} has format version {version!r}; this fastgradmix reads version "
                         f"{FORMAT_VERSION}: export the model again")
+    return meta_path, meta
 
+
+def read_model_dir(directory: str | Path) -> DeployedModel:
+    """Reads and cross-checks a model folder; every problem is one UserError line."""
+    directory = Path(directory)
+    meta_path, meta = _read_meta(directory)
     class_names = _require(meta, "class_names", list, meta_path)
     if not class_names or not all(isinstance(name, str) for name in class_names):
         raise UserError(f"{meta_path} is corrupt: class_names must be a non-empty list of strings")

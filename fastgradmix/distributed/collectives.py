@@ -1,4 +1,5 @@
-"""Rank and world-size helpers that work with or without torch.distributed, and gathers for losses.
+"""Collectives that work with or without torch.distributed: rank and world size, gathers for the losses,
+means and broadcasts for logging and evaluation, the barrier.
 
 Without an initialised process group everything degenerates to the single-process case (rank 0 of
 a world of 1, gathers return their input), so the same loss code runs everywhere. With one, the
@@ -12,6 +13,7 @@ import warnings
 
 import torch
 import torch.distributed as torch_dist
+from torch import nn
 
 # recent PyTorch (2.14 here) deprecates torch.distributed.nn's all_gather for its functional collectives; it
 # still works and is the autograd-aware gather that every supported version (>= 2.4) has: its warning is noise
@@ -65,3 +67,29 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     total = tensor.clone()
     torch_dist.all_reduce(total)
     return total
+
+
+def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """The average over ranks of a tensor without gradient (the tensor itself in a single process)."""
+    if not is_distributed():
+        return tensor
+    total = tensor.clone()
+    torch_dist.all_reduce(total)
+    return total / world_size()
+
+
+@torch.no_grad()
+def broadcast_buffers(model: nn.Module) -> None:
+    """Every rank takes rank 0's buffers (BatchNorm running statistics); a no-op in a single process."""
+    if is_distributed():
+        for buffer in model.buffers():
+            torch_dist.broadcast(buffer, src=0)
+
+
+def barrier() -> None:
+    if not is_distributed():
+        return
+    if torch_dist.get_backend() == "nccl":
+        torch_dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        torch_dist.barrier()

@@ -5,7 +5,7 @@ LOCAL_RANK in their environment. ``process_group`` then initialises torch.distri
 rank on cuda:LOCAL_RANK; gloo on CPU) and destroys it at the end, also on error; without those variables
 everything here is a no-op and the run is the single-process one.
 
-Roles: every rank trains on its shard of each global batch (data/sharding.py) and computes the same
+Roles: every rank trains on its shard of each global batch (data/loaders/sharding.py) and computes the same
 evaluation; rank 0 alone prints and writes the run folder. A setup step that can fail with a UserError
 (a run folder that already holds a run, a checkpoint that does not fit, bad data) runs under ``agreed``:
 the ranks exchange their outcome, so either all continue or all stop with the same one-line message
@@ -105,23 +105,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-@torch.no_grad()
-def broadcast_buffers(model: nn.Module) -> None:
-    """Every rank takes rank 0's buffers (BatchNorm running statistics); a no-op in a single process."""
-    if is_distributed():
-        for buffer in model.buffers():
-            torch_dist.broadcast(buffer, src=0)
-
-
-def barrier() -> None:
-    if not is_distributed():
-        return
-    if torch_dist.get_backend() == "nccl":
-        torch_dist.barrier(device_ids=[torch.cuda.current_device()])
-    else:
-        torch_dist.barrier()
-
-
 def agreed(work: Callable[[], T]) -> T:
     """Runs ``work`` on every rank; if it raises a UserError on any rank, every rank raises AgreedError
     with the message of the lowest failing rank. One small collective (all_gather_object) when distributed."""
@@ -146,15 +129,6 @@ def rank_zero_first(work: Callable[[], T]) -> T:
     result = agreed(lambda: work() if is_main_process() else None)
     other = agreed(lambda: None if is_main_process() else work())
     return result if is_main_process() else other
-
-
-def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """The average over ranks of a tensor without gradient (the tensor itself in a single process)."""
-    if not is_distributed():
-        return tensor
-    total = tensor.clone()
-    torch_dist.all_reduce(total)
-    return total / world_size()
 
 
 def main_print(*args, **kwargs) -> None:

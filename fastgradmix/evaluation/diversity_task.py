@@ -1,6 +1,6 @@
 """``--tasks diversity``: how diverse a run's features are, and how much of an image its CAM covers.
 
-- Intrinsic dimension (TwoNN, ``analysis.py``) of the known test images' features, both the encoder's
+- Intrinsic dimension (TwoNN, ``diversity_measures.py``) of the known test images' features, both the encoder's
   pooled features and the L2-normalised head outputs that the open-set score uses.
 - Activated area S_M(tau) (``analysis.activated_area``) of LayerCAM maps of the known test images, for
   tau log-spaced over 1e-5 .. 1e-3, at the run's CAM layers.
@@ -23,11 +23,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fastgradmix.common.stats import mean_std
 from fastgradmix.data.augment import AugmentSpec, eval_view
 from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, activated_area, twonn_dimension
-from fastgradmix.evaluation.scoring import class_topk_scores
+from fastgradmix.evaluation.topk_similarity import class_topk_scores
 from fastgradmix.gradmix import reference
-from fastgradmix.gradmix.augment import CamCapture
+from fastgradmix.gradmix.capture import CamCapture
 
 
 def score_cam_maps(model: nn.Module, images: torch.Tensor, spec: AugmentSpec, layers: list[str],
@@ -89,8 +90,6 @@ def diversity_task(encoder_features: torch.Tensor, head_features: torch.Tensor, 
 
 def aggregate_diversity(per_split: list[tuple[int, dict]]) -> dict:
     """A sweep's diversity: every split's, mean ± sample std of the dimensions, the mean S_M curve."""
-    from fastgradmix.training.sweep import mean_std
-
     results = [result for _, result in per_split]
     rows = [{"split": split, **{k: v for k, v in r.items() if k != "settings"}} for split, r in per_split]
     return {"per_split": rows,

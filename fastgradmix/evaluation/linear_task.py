@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastgradmix.common.stats import mean_std
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.evaluation.features import extract_features
 from fastgradmix.evaluation.linear_probe import ProbeRecipe, cached_features, linear_probe
@@ -99,8 +100,6 @@ def snapshot_loader(path: Path, load_model: Callable[[dict], nn.Module]) -> Call
 
 def aggregate_linear(per_split: list[tuple[int, dict]]) -> dict:
     """A sweep's linear results: every split's, and mean ± sample std (ddof 1) of top-1 and top-5."""
-    from fastgradmix.training.sweep import mean_std
-
     results = [result for _, result in per_split]
     rows = [{"split": split, **{k: v for k, v in r.items() if k != "settings"}} for split, r in per_split]
     return {"per_split": rows, "mean": {key: mean_std([r[key] for r in results]) for key in ("top1", "top5")},

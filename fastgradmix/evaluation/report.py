@@ -6,34 +6,12 @@ earlier invocation stay in it. Percentages in the report; fractions in results.j
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 OOD_COLUMNS = (("tnr", "TNR@TPR95"), ("auroc", "AUROC"), ("dtacc", "DTACC"), ("auin", "AUIN"), ("auout", "AUOUT"))
 # every figure the report may embed, relative to the run folder
 FIGURES = ("plots/roc_osr.png", "plots/hist_osr.png", "plots/roc_ood.png", "plots/hist_ood.png", "plots/corruption.png",
            "plots/linear_curve.png", "plots/activated_area.png", "plots/cam_grid.png")
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomic: a temporary file beside ``path``, then a rename (a crash leaves the old file intact).
-
-    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600: reports are
-    meant to be shared.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _pct(value: float | None) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastgradmix.common.cli import OneLineParser
 from fastgradmix.common.errors import UserError
 from fastgradmix.distributed.collectives import world_size
 
@@ -23,7 +23,7 @@ def option(default: Any, help: str, choices: tuple | None = None, parse: Any = N
 
 
 def split_value(text: str) -> int | str:
-    """--split: a split index, or ``all`` (every split in turn, then mean +- std; see sweep.py)."""
+    """--split: a split index, or ``all`` (every split in turn, then mean +- std; see training/sweep.py)."""
     if text == "all":
         return text
     try:
@@ -34,7 +34,7 @@ def split_value(text: str) -> int | str:
 
 AUGMENTATIONS = ("none", "mixup", "cutmix", "gradcam-mix", "gradmix")
 # supcon+simclr: theta L_supcon + lam (L_simclr + mix); supcon: theta L_supcon (+ lam mix with a mixed view);
-# simclr: lam (L_simclr + mix); moco: lam (L_moco + mix), MoCo v2 (see step.py)
+# simclr: lam (L_simclr + mix); moco: lam (L_moco + mix), MoCo v2 (see training/objectives/moco.py)
 METHODS = ("supcon+simclr", "supcon", "simclr", "moco")
 
 
@@ -186,16 +186,8 @@ def validate(cfg: Config) -> None:
             raise UserError(message)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse prints the usage block on error; a one-line message with exit code 2 is friendlier."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=prog, description="Train a GradMix open-set recognizer, then evaluate it.",
+    parser = OneLineParser(prog=prog, description="Train a GradMix open-set recognizer, then evaluate it.",
                             argument_default=argparse.SUPPRESS)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")

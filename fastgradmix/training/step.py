@@ -1,22 +1,28 @@
-"""One training step: clean views -> contrastive loss -> (CAM -> mixed view -> l_mix) -> one update.
+"""One training step: clean views -> L_con -> (CAM -> mixed view -> l_mix) -> one update.
 
-DESIGN.md section 2, steps 1-9, for every ``--method`` and ``--aug``:
+DESIGN.md section 2, steps 1-9, for every ``--method`` (an objective, objectives/) and ``--aug`` (a
+mixed-view strategy, mixed_views/); ``TrainStep._step`` calls them in this order:
 
-- methods (the clean loss L_con): ``supcon+simclr`` theta L_supcon + lambda L_simclr; ``supcon`` theta
-  L_supcon; ``simclr`` lambda L_simclr; ``moco`` lambda L_moco (MoCo v2: queries f_q(v1), keys f_k(v2) from
-  the momentum key encoder, negatives a queue of earlier keys; see moco.py).
-- augmentations (the mixed view m, made from v1, enters as lambda * mean(w_i l_mix(i))): ``gradmix`` and
-  ``gradcam-mix`` paste a resized partner where the CAM of L_con is highest; ``mixup`` and ``cutmix`` (the
-  ablation baselines, same slot and weighting) need no CAM; ``none`` makes no mixed view.
-- l_mix(i): anchor f(m_i), positive the second view's feature of image i; negatives the other images' clean
-  features (contrastive methods) or the queue (moco). Under ``supcon`` the mix term is the only
-  self-supervised part of the loss: L = theta L_supcon + lambda mean(w_i l_mix(i)).
+1. clean views: ``objective.before_step`` (moco: key encoder update, keys f_k(v2)), the strategy's CAM
+   capture armed, one forward of ``objective.clean_views`` ([v1; v2], or v1 under moco), then
+   ``objective.clean_terms``: L_con is theta L_supcon + lambda L_simclr (``supcon+simclr``), theta L_supcon
+   (``supcon``), lambda L_simclr (``simclr``) or lambda L_moco (``moco``: queries f_q(v1), negatives a
+   queue of earlier keys). ``--aug none`` ends here: one backward of L_con.
+2. ``mixing.cam_gradient``: G = dL_con/dA at the CAM layers (``gradmix``, ``gradcam-mix`` only; timed as
+   "cam_grad").
+3-8. ``mixing.make``: the mixed view m of v1 and its weights w_i (timed as "augment"): GradMix pastes a
+   resized partner where the CAM is highest (fastgradmix/gradmix); ``mixup`` and ``cutmix``, the ablation
+   baselines in the same slot and weighting, need no CAM.
+9. l_mix(i) = ``objective.mix_per_sample`` of f(m): anchor f(m_i), positive the second view's feature of
+   image i (moco: its key), negatives the other images' clean features (moco: the queue); the loss is
+   L_con + lambda mean(w_i l_mix(i)), one backward, the optimizer step, ``objective.after_step`` (moco:
+   enqueue the keys). Under ``supcon`` the mix term is the only self-supervised part of the loss.
 
-With ``cam_grad="exact"`` the CAM gradient G = dL_con/dA comes from
-``torch.autograd.grad(..., retain_graph=True)``, which back-propagates only from the loss down to
-the CAM layers, and the step ends with one backward of L_con + lambda * mean(w * l_mix). With
-``cam_grad="detached"`` G is recorded during the full backward of L_con and l_mix sees the clean
-features detached (a second, smaller backward); cheaper, not the exact objective.
+With ``cam_grad="exact"`` G comes from ``torch.autograd.grad(..., retain_graph=True)``, which
+back-propagates only from the loss down to the CAM layers, and the step ends with one backward of
+L_con + lambda * mean(w * l_mix). With ``cam_grad="detached"`` G is recorded during the full backward of
+L_con and l_mix sees the clean features detached (a second, smaller backward); cheaper, not the exact
+objective (see mixed_views/cam_guided.py).
 
 Speed: the step never waits for the device. Loss values, the fp16 overflow counter and the timing
 events stay on the device; the training loop reads them back only every ``--log-every`` steps
@@ -24,12 +30,15 @@ events stay on the device; the training loop reads them back only every ``--log-
 fp16``, CUDA only); the optimizer should be fused (``build_optimizer``), whose update reads nothing
 back to the host, unlike the per-parameter Adam that reads its step counter.
 
-Under torchrun the model is a DistributedDataParallel wrapper (distributed_run.wrap_model) and the losses
+Under torchrun the model is a DistributedDataParallel wrapper (distributed/launch.wrap_model) and the losses
 gather the features of the global batch. Each step does exactly one backward that DDP all-reduces: the
 exact CAM gradient is an autograd.grad with respect to activations, which fills no parameter's .grad and
 so starts no reduction (its backward through the losses' all-gather is a collective every rank runs); the
 detached mode's first backward runs under ``no_sync`` (forward included, DDP decides at forward time), its
 gradients stay local and the final backward all-reduces their sum with the mix term's.
+
+Checkpoints: ``state_dict()`` holds "optimizer", "scaler" and the objective's state under its
+``state_key`` ("moco"); ``load_state_dict`` restores the same entries (the loop adds "model", "epoch", ...).
 """
 
 from __future__ import annotations
@@ -40,10 +49,10 @@ import torch
 from torch import nn
 
 from fastgradmix.distributed.launch import unwrap
-from fastgradmix.gradmix.augment import MIX_VARIANTS, CamCapture, gradmix_view, resolve_ops
-from fastgradmix.training.losses import gradmix_objective, mix_loss_per_sample, simclr_loss, supcon_loss
-from fastgradmix.training.moco import MoCo, infonce_per_sample, moco_objective
-from fastgradmix.training.pixel_mixing import MIXING_AUGS, mixed_view
+from fastgradmix.gradmix.ops import resolve_ops
+from fastgradmix.training.mixed_views import build_mixed_view
+from fastgradmix.training.objectives import build_objective
+from fastgradmix.training.objectives.moco import MoCo, MoCoObjective
 from fastgradmix.training.timing import StepTimer, peak_memory_mib
 
 
@@ -58,24 +67,21 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
 
 
 class TrainStep:
+    """``step(view1, view2, labels, generator)`` runs one update; see the module docstring.
+
+    ``model`` is what the step runs: the model or its DistributedDataParallel wrapper.
+    """
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, device: torch.device):
-        self.model = model  # what the step runs: the model or its DistributedDataParallel wrapper
+        self.model = model
         self.module = unwrap(model)  # the bare model: CAM layers, MoCo's key encoder
         self.optimizer = optimizer
         self.cfg = cfg
         self.device = device
-        self.variant = MIX_VARIANTS.get(cfg.aug)  # the CAM-guided variant; None for mixup/cutmix/none
-        self.mixing = cfg.aug in MIXING_AUGS  # a mixed view without a CAM
-        self.exact_cam_grad = cfg.cam_grad == "exact"
-        self.capture = None
-        if self.variant is not None:
-            self.capture = CamCapture(self.module, cfg.cam_layer_list(), keep_grads=not self.exact_cam_grad)
-        self.ops = resolve_ops(cfg.gradmix_backend, device)
-        self.moco = None
-        if cfg.method == "moco":  # the key encoder copies the model as it is now (before any checkpoint load)
-            self.moco = MoCo(self.module, cfg.feature_dim, cfg.moco_queue, cfg.moco_momentum, cfg.moco_key_splits,
-                             generator=torch.Generator().manual_seed(cfg.seed))
-        self.negatives_only = cfg.denominator == "negatives"
+        resolve_ops(cfg.gradmix_backend, device)  # a backend this device cannot run is an error whatever --aug
+        # the strategy first: its CAM hooks exist before MoCo copies the model (the copy drops them)
+        self.mixing = build_mixed_view(cfg, self.module, device)
+        self.objective = build_objective(cfg, self.module)  # MoCo: the key encoder copies the model as it is now
         self.amp_dtype = None
         if cfg.amp:
             self.amp_dtype = torch.float16 if (cfg.amp_dtype == "fp16" and device.type == "cuda") else torch.bfloat16
@@ -89,10 +95,33 @@ class TrainStep:
 
     @property
     def cam_modules(self) -> list[nn.Module]:
-        """The modules whose outputs the CAM hooks capture (none without a mixed view)."""
-        if self.capture is None:
-            return []
-        return [self.module.cam_module(name) for name in self.capture.layer_names]
+        """The modules whose outputs the CAM hooks capture (none without a CAM): ``--compile``'s boundaries."""
+        return self.mixing.cam_modules
+
+    def uncaptured_modules(self) -> list[nn.Module]:
+        """Modules besides the model, without CAM hooks, that ``--compile`` compiles whole: the objective's
+        ``extra_compile_modules`` (MoCo's key encoder)."""
+        return self.objective.extra_compile_modules
+
+    @property
+    def moco(self) -> MoCo | None:
+        """MoCo's key encoder and queue under ``--method moco``, else None."""
+        return self.objective.moco if isinstance(self.objective, MoCoObjective) else None
+
+    def state_dict(self) -> dict:
+        """The step's share of a checkpoint: "optimizer", "scaler" and (moco) "moco"."""
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.objective.state_key is not None:
+            state[self.objective.state_key] = self.objective.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores what ``state_dict`` saved. A checkpoint that does not fit raises KeyError (an entry
+        missing), ValueError (optimizer parameter groups) or RuntimeError (MoCo's tensors)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.objective.state_key is not None:  # key encoder, queue and its pointer: the exact MoCo state
+            self.objective.load_state_dict(state[self.objective.state_key])
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -116,96 +145,49 @@ class TrainStep:
 
     def _step(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor,
               generator: torch.Generator) -> dict[str, torch.Tensor]:
-        cfg, n = self.cfg, view1.shape[0]
+        lam = self.cfg.lam
         self.optimizer.zero_grad(set_to_none=True)
-        keys = None
-        if self.moco is not None:  # the key encoder follows the weights of the last update, then encodes v2
-            self.moco.update_key_encoder(self.module)
-            with self.autocast():
-                keys = self.moco.encode_keys(view2.contiguous(memory_format=self.memory_format), generator)  # (N, D)
-
+        self.objective.before_step(view2, generator, self.autocast)  # moco: keys of v2 (draws the key split)
         with self._local_gradients():
-            # 1. clean views: one forward, capturing the CAM layers (moco: the queries' view v1 only)
-            if self.capture is not None:
-                self.capture.arm()
+            # 1. clean views: one forward with the CAM layers captured, then L_con and its parts
+            self.mixing.arm()
             with self.autocast():
-                features = self._encode(view1 if keys is not None else torch.cat([view1, view2]))  # (N or 2N, D)
-            if self.capture is not None:
-                self.capture.disarm()
-            z1, z2 = features[:n], features[n:]  # z2 is empty under moco
-            terms = self._clean_terms(z1, z2, labels, keys)
+                features = self._encode(self.objective.clean_views(view1, view2))  # (2N, D); moco (N, D)
+            self.mixing.disarm()
+            terms = self.objective.clean_terms(features, labels)
             clean_loss = terms["loss"]
-            if self.variant is None and not self.mixing:
+            if not self.mixing.makes_view:
                 self.scaler.scale(clean_loss).backward()
-                return self._finish(terms, keys)
-
-            detach_clean = False
-            if self.variant is not None:
-                # 2. G = dL_con/dA at the CAM layers (only the first view's half is used). Under DDP, G is
-                # the world size times the single-process gradient; the CAM is normalised per image.
-                activations = self.capture.activations
+                return self._finish(terms)
+            if self.mixing.uses_cam:  # 2. G = dL_con/dA at the CAM layers
                 with self.timer.section("cam_grad"):
-                    if self.exact_cam_grad:
-                        gradients = torch.autograd.grad(self.scaler.scale(clean_loss), activations,
-                                                        retain_graph=True)
-                    else:  # accumulates L_con's parameter gradients locally (no_sync)
-                        self.scaler.scale(clean_loss).backward()
-                        gradients = self.capture.gradients
-                        detach_clean = True
-        if self.variant is not None:
-            cam_acts = [a[:n].detach() for a in activations]  # each (N, C_l, h_l, w_l)
-            cam_grads = [g[:n].detach() for g in gradients]
-            # 3-8. CAM, boxes, window search, partner, paste, weights
-            with self.timer.section("augment"):
-                mixed = gradmix_view(view1, cam_acts, cam_grads, self.variant, (cfg.gamma_min, cfg.gamma_max),
-                                     generator, self.ops)
-        else:  # Mixup / CutMix: partner and mixing weights drawn per image, no CAM
-            with self.timer.section("augment"):
-                mixed = mixed_view(cfg.aug, view1, cfg.mix_alpha, generator)
-
+                    self.mixing.cam_gradient(clean_loss, self.scaler)
+        # 3-8. the mixed view of v1: images (N, C, H, W), weights w (N,)
+        with self.timer.section("augment"):
+            mixed = self.mixing.make(view1, generator)
         # 9. the mixed view's loss, weighted per image by w_i
         with self.autocast():
             z_mix = self._encode(mixed.images)  # (N, D)
-        if keys is not None:  # positive k_i, negatives the queue (constants: no clean feature to detach)
-            per_sample = infonce_per_sample(z_mix, keys, self.moco.queue, cfg.moco_temperature)
-        elif detach_clean:  # --cam-grad detached: L_con's gradient is already in .grad
-            per_sample = mix_loss_per_sample(z_mix, z1.detach(), z2.detach(), cfg.temperature, self.negatives_only)
-        else:  # anchor z_mix_i, positive z2_i, negatives the other clean images
-            per_sample = mix_loss_per_sample(z_mix, z1, z2, cfg.temperature, self.negatives_only)
+        detached = self.mixing.backpropagates_clean_loss  # --cam-grad detached: L_con's gradient is in .grad
+        per_sample = self.objective.mix_per_sample(z_mix, detach_clean=detached)  # (N,)
         mix = (mixed.weights * per_sample).mean()
-        if detach_clean:
-            self.scaler.scale(cfg.lam * mix).backward()
+        if detached:
+            self.scaler.scale(lam * mix).backward()
         else:
-            self.scaler.scale(clean_loss + cfg.lam * mix).backward()
+            self.scaler.scale(clean_loss + lam * mix).backward()
         terms["mix"] = mix
-        terms["loss"] = clean_loss + cfg.lam * mix
-        return self._finish(terms, keys)
+        terms["loss"] = clean_loss + lam * mix
+        return self._finish(terms)
 
     def _local_gradients(self):
-        """no_sync for the clean pass of --cam-grad detached under DDP, whose first backward must not
-        all-reduce; nothing otherwise."""
-        if self.variant is not None and not self.exact_cam_grad and self.model is not self.module:
+        """no_sync for the clean pass of a strategy that back-propagates L_con itself (--cam-grad detached)
+        under DDP, whose first backward must not all-reduce; nothing otherwise."""
+        if self.mixing.backpropagates_clean_loss and self.model is not self.module:
             return self.model.no_sync()
         return nullcontext()
 
-    def _clean_terms(self, z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor,
-                     keys: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """L_con of the method and its parts, with a zero "mix" (filled in by the mixed view, if any)."""
-        cfg = self.cfg
-        if keys is not None:
-            return moco_objective(z1, keys, self.moco.queue, lam=cfg.lam, temperature=cfg.moco_temperature)
-        if cfg.method == "supcon+simclr":
-            return gradmix_objective(z1, z2, labels, theta=cfg.theta, lam=cfg.lam, temperature=cfg.temperature,
-                                     negatives_only=self.negatives_only)
-        if cfg.method == "supcon":
-            supcon = supcon_loss(z1, z2, labels, cfg.temperature, self.negatives_only)
-            return {"loss": cfg.theta * supcon, "supcon": supcon, "mix": torch.zeros_like(supcon)}
-        if cfg.method == "simclr":
-            simclr = simclr_loss(z1, z2, cfg.temperature, self.negatives_only)
-            return {"loss": cfg.lam * simclr, "simclr": simclr, "mix": torch.zeros_like(simclr)}
-        raise ValueError(f"unknown method {cfg.method!r}")
-
-    def _finish(self, terms: dict[str, torch.Tensor], keys: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def _finish(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The optimizer step (through the scaler), then the objective's after-step work."""
         if self.scaler.is_enabled():
             # The scaler halves its scale exactly when it skips a step for inf/NaN gradients (and only
             # grows it after a run of good steps), so comparing the scale before and after counts the
@@ -221,8 +203,7 @@ class TrainStep:
         else:
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        if keys is not None:  # only now: the loss's backward needed the queue as it was
-            self.moco.enqueue(keys)
+        self.objective.after_step()  # moco: enqueue the keys
         return {name: value.detach() for name, value in terms.items()}
 
     def read_log_fields(self) -> dict[str, float | int | None]:

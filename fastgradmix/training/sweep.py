@@ -10,19 +10,17 @@ and their mean +- sample standard deviation (ddof = 1; 0 for a single split).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.files import write_json, write_text
+from fastgradmix.common.stats import mean_std
 from fastgradmix.data.protocols import protocol_splits
 from fastgradmix.distributed.collectives import is_main_process
 from fastgradmix.distributed.launch import main_print
-from fastgradmix.runs.checkpoint import write_json
 from fastgradmix.runs.config import Config, merge, validate
+from fastgradmix.runs.folder import read_saved_config
 
 METRICS = (("auroc", "AUROC"), ("closed_acc", "closed-set accuracy"))
 
@@ -34,12 +32,11 @@ def _split_config(cfg: Config, explicit: dict, split: int, split_dir: Path) -> C
     if not cfg.overwrite and (split_dir / "results.json").is_file():
         return None
     if not cfg.overwrite and (split_dir / "last.pt").is_file():
-        saved_path = split_dir / "config.json"
         try:
-            saved = json.loads(saved_path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"--split all: cannot resume {split_dir}: {saved_path} is unreadable ({err}); "
-                            "delete the folder or pass --overwrite") from None
+            saved = read_saved_config(split_dir)
+        except UserError as err:
+            raise UserError(f"--split all: cannot resume {split_dir}: {err}; delete the folder or pass "
+                            "--overwrite") from None
         split_cfg = merge(split_explicit, saved)
         split_cfg.resume = True
     else:
@@ -53,15 +50,6 @@ def _read_results(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"--split all: cannot read {path} ({err}); delete it to rerun that split") from None
-
-
-def mean_std(values: list[float | None]) -> dict | None:
-    """{"mean", "std", "n"} over the values present; None when no split has the metric (closed set)."""
-    present = np.array([v for v in values if v is not None], dtype=np.float64)
-    if present.size == 0:
-        return None
-    std = float(present.std(ddof=1)) if present.size > 1 else 0.0
-    return {"mean": float(present.mean()), "std": std, "n": int(present.size)}
 
 
 def summarise(cfg: Config, per_split: list[dict]) -> dict:
@@ -94,18 +82,6 @@ def to_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomic, like the run files: a temporary file beside the target, then a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_all_splits(cfg: Config, explicit: dict, train: Callable[[Config], dict]) -> dict:
     """Runs (or skips, or resumes) every split with ``train``, then writes summary.md and summary.json."""
     n_splits = protocol_splits(cfg.protocol)
@@ -130,7 +106,7 @@ def run_all_splits(cfg: Config, explicit: dict, train: Callable[[Config], dict])
     if is_main_process():  # under torchrun every rank holds the summary; rank 0 writes it
         base.mkdir(parents=True, exist_ok=True)
         write_json(base / "summary.json", summary)
-        _write_text(base / "summary.md", markdown)
+        write_text(base / "summary.md", markdown)
         print()
         print(markdown, end="")
         print(f"summary: {base / 'summary.md'}, {base / 'summary.json'}")

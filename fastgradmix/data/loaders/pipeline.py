@@ -1,4 +1,4 @@
-"""Input pipelines: the loader seam of the training loop, the device-resident loader, and the factory.
+"""Input pipelines: the loader seam of the training loop, evaluation views, and the factory.
 
 Every training loader has ``steps_per_epoch`` and ``epoch(epoch)``, which yields (view1, view2, labels)
 batches: views (B, C, size, size) float, labels (B,) int64. Evaluation views (``EvalViews.batches(images,
@@ -7,14 +7,14 @@ batch partial; the chosen loader makes the pixels (resized when needed) and the 
 code for all, so without resizing every loader gives evaluation inputs identical to augment.eval_view.
 Three implementations, chosen with ``--loader``:
 
-- ``dali`` (data/dali.py): NVIDIA DALI pipelines, on the GPU or CPU-only;
-- ``torch`` (data/torch_loader.py): torchvision transforms per sample in DataLoader workers;
-- ``device`` (here): the uint8 dataset lives on the device, views made in batched tensor ops (augment.py).
+- ``dali`` (dali.py): NVIDIA DALI pipelines, on the GPU or CPU-only;
+- ``torch`` (torch_workers.py): torchvision transforms per sample in DataLoader workers;
+- ``device`` (device_resident.py): the uint8 dataset lives on the device, views made in batched tensor ops (augment.py).
 
 ``auto`` picks dali when it is installed, else device on a GPU, else torch. All are deterministic in
 (seed, epoch, rank) -- a resumed run replays the epoch it restarts, with no RNG state to save -- and
 shard by (rank, world_size) with the one rule of sharding.py: disjoint shards, every sample at most once
-per epoch, the last partial batch dropped. Pass rank/world_size from torch.distributed (dist.py).
+per epoch, the last partial batch dropped. Pass rank/world_size from torch.distributed (distributed/collectives.py).
 """
 
 from __future__ import annotations
@@ -26,23 +26,12 @@ from typing import Protocol
 import torch
 
 from fastgradmix.common.errors import UserError
-from fastgradmix.data.augment import AugmentSpec, eval_view, normalise, two_views
-from fastgradmix.data.loaders.sharding import check_rank, epoch_batches, mix_seed, require_steps, steps_per_epoch
+from fastgradmix.data.augment import AugmentSpec, eval_view, normalise
+from fastgradmix.data.loaders.device_resident import DeviceResidentLoader
+from fastgradmix.data.loaders.sharding import require_steps
 from fastgradmix.data.openset import OpenSetData
 
 LOADER_KINDS = ("auto", "dali", "torch", "device")
-
-# random streams of a run (seeded_generator's ``stream``); the epoch's sample order is stream 0 (sharding.py)
-GRADMIX_STREAM = 1
-DEVICE_AUGMENT_STREAM = 2
-
-
-def seeded_generator(seed: int, epoch: int, stream: int, device: torch.device, rank: int = 0) -> torch.Generator:
-    """An independent random stream per (seed, epoch, stream, rank) on ``device``."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(mix_seed(seed, epoch, stream, rank))
-    return generator
-
 
 class TrainLoader(Protocol):
     steps_per_epoch: int
@@ -56,34 +45,6 @@ class PixelSource(Protocol):
     def pixels(self, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         """uint8 (N, C, H, W) -> float32 (B, C, size, size) in 0..255, resized if needed, in stored order."""
         ...
-
-
-class DeviceResidentLoader:
-    """The uint8 dataset lives on the device; both views are made there in batched tensor ops."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: AugmentSpec, batch_size: int,
-                 seed: int, device: torch.device, *, rank: int = 0, world_size: int = 1):
-        check_rank(rank, world_size)
-        self.images = images.to(device)  # (N, C, H, W) uint8
-        self.labels = labels.to(device)  # (N,) int64
-        self.spec = spec
-        self.batch_size = batch_size
-        self.seed = seed
-        self.device = device
-        self.rank, self.world_size = rank, world_size
-        self.steps_per_epoch = steps_per_epoch(self.images.shape[0], batch_size, world_size)
-
-    def describe(self) -> str:
-        return f"device (dataset resident on {self.device}, batched tensor ops)"
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        rows = epoch_batches(self.images.shape[0], self.batch_size, self.seed, epoch, self.rank, self.world_size)
-        batches = torch.from_numpy(rows)  # (steps, B): one copy to the device per epoch, asynchronous on a GPU
-        batches = batches.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else batches
-        generator = seeded_generator(self.seed, epoch, DEVICE_AUGMENT_STREAM, self.device, self.rank)
-        for batch in batches:
-            view1, view2 = two_views(self.images[batch], self.spec, generator)
-            yield view1, view2, self.labels[batch]
 
 
 class EvalViews:

@@ -16,6 +16,7 @@ A world of K ranks is simulated in one process by K loaders with ranks 0..K-1 (t
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from fastgradmix.common.errors import UserError
 
@@ -51,3 +52,15 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     order = np.random.default_rng(mix_seed(seed, epoch, 0)).permutation(n)  # the same on every rank
     used = order[:steps * batch_size * world_size]
     return used[rank::world_size].reshape(steps, batch_size).astype(np.int64)
+
+
+# random streams of a run (seeded_generator's ``stream``); the epoch's sample order is stream 0 (epoch_batches)
+GRADMIX_STREAM = 1
+DEVICE_AUGMENT_STREAM = 2
+
+
+def seeded_generator(seed: int, epoch: int, stream: int, device: torch.device, rank: int = 0) -> torch.Generator:
+    """An independent random stream per (seed, epoch, stream, rank) on ``device``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(mix_seed(seed, epoch, stream, rank))
+    return generator

@@ -14,13 +14,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.files import atomic_write
 from fastgradmix.data.readers.image_files import bad_image_error, decode_files
 
 CACHE_FOLDER = ".fastgradmix-cache"
@@ -78,17 +78,11 @@ def _load(path: Path) -> GroupImages | None:
 
 
 def _store(folder: Path, tag: str, key: str, group: GroupImages) -> None:
-    """Writes the group atomically (temporary file, then rename) and removes its stale versions."""
-    tmp = None
+    """Writes the group atomically (common.files.atomic_write) and removes its stale versions."""
+    bad = np.asarray(group.bad, dtype=np.int64)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{tag}.", suffix=".npz.tmp", dir=folder)
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, images=group.images, bad=np.asarray(group.bad, dtype=np.int64))
-        os.replace(tmp, folder / f"{tag}--{key}.npz")
+        atomic_write(folder / f"{tag}--{key}.npz", lambda handle: np.savez(handle, images=group.images, bad=bad))
     except OSError as err:  # a full disk must not stop the run: it only loses the cache
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         print(f"fastgradmix: note: could not write the image cache in {folder} ({err})", file=sys.stderr)
         return
     for stale in folder.glob(f"{tag}--*.npz"):

@@ -1,4 +1,4 @@
-"""MoCo v2 for the self-supervised term: momentum key encoder, queue of negative keys, InfoNCE loss.
+"""``--method moco``: MoCo v2 for the self-supervised term: momentum key encoder, queue of negative keys, InfoNCE.
 
 The query encoder is the trained model itself (encoder + projection head, L2-normalised output). The
 key encoder is a copy of it that is never trained by gradients: after every optimizer step its
@@ -19,7 +19,9 @@ the keys of the whole global batch (gathered in rank order), so the queues stay 
 
 Order within one training step (the queue must not change while the loss still needs it):
 ``update_key_encoder(model)`` -> ``encode_keys(v2)`` -> queries and ``moco_objective`` -> backward ->
-optimizer step -> ``enqueue(keys)``.
+optimizer step -> ``enqueue(keys)``. ``MoCoObjective`` is that order as the training step's objective
+(objectives/base.py); ``MoCo`` is the state (a module: its state_dict is the checkpoint's "moco" entry) and
+``infonce_per_sample`` / ``moco_objective`` the maths.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgradmix.distributed import collectives as dist
+from fastgradmix.training.objectives.base import Objective
 
-__all__ = ["MoCo", "infonce_per_sample", "moco_objective"]
+__all__ = ["MoCo", "MoCoObjective", "infonce_per_sample", "moco_objective"]
 
 
 class MoCo(nn.Module):
@@ -158,3 +161,55 @@ def moco_objective(queries: torch.Tensor, keys: torch.Tensor, queue: torch.Tenso
             per_sample = per_sample * mix_weights.to(per_sample.dtype)
         mix = per_sample.mean()
     return {"loss": lam * (moco + mix), "moco": moco, "mix": mix}
+
+
+class MoCoObjective(Objective):
+    """lambda L_moco: queries f_q(v1), positive keys f_k(v2), negatives the queue.
+
+    ``module`` is the bare query model (not a DDP wrapper); the key encoder copies it as it is now, before
+    any checkpoint is loaded, and the queue starts from ``cfg.seed``.
+    """
+
+    state_key = "moco"
+
+    def __init__(self, cfg, module: nn.Module):
+        self.module = module
+        self.lam = cfg.lam
+        self.temperature = cfg.moco_temperature
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.moco = MoCo(module, cfg.feature_dim, cfg.moco_queue, cfg.moco_momentum, cfg.moco_key_splits,
+                         generator=torch.Generator().manual_seed(cfg.seed))
+        self._keys: torch.Tensor | None = None  # this step's keys (N, D), until they are enqueued
+
+    @property
+    def extra_compile_modules(self) -> list[nn.Module]:
+        return [self.moco.key_encoder]  # no CAM hooks: compiled as one region
+
+    def before_step(self, view2, generator, autocast) -> None:
+        """The key encoder follows the weights of the last update, then encodes v2 (N, C, H, W)."""
+        self.moco.update_key_encoder(self.module)
+        with autocast():
+            self._keys = self.moco.encode_keys(view2.contiguous(memory_format=self.memory_format), generator)
+
+    def clean_views(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        return view1  # (N, C, H, W): the queries' view; v2 went to the key encoder
+
+    def clean_terms(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """features (N, D) the queries; labels unused."""
+        queries = features[:self._keys.shape[0]]  # (N, D)
+        return moco_objective(queries, self._keys, self.moco.queue, lam=self.lam, temperature=self.temperature)
+
+    def mix_per_sample(self, z_mix: torch.Tensor, detach_clean: bool) -> torch.Tensor:
+        """Positive k_i, negatives the queue: constants, so there is no clean feature to detach."""
+        return infonce_per_sample(z_mix, self._keys, self.moco.queue, self.temperature)  # (N,)
+
+    def after_step(self) -> None:
+        """Only now: the loss's backward needed the queue as it was."""
+        self.moco.enqueue(self._keys)
+        self._keys = None
+
+    def state_dict(self) -> dict:
+        return self.moco.state_dict()  # key_encoder.*, queue, queue_ptr
+
+    def load_state_dict(self, state: dict) -> None:
+        self.moco.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""Mixup and CutMix mixed views: the ablation baselines that take GradMix's slot (DESIGN.md section 2).
+"""``--aug mixup`` and ``--aug cutmix``: the ablation baselines that take GradMix's slot (DESIGN.md section 2).
 
 Like GradMix, each makes one extra view from the first clean view: image i is mixed with a partner
 p(i) of the same batch (a random derangement), and its l_mix term is weighted by w_i, the fraction of
@@ -14,7 +14,8 @@ weight jump between steps. CutMix boxes follow the CutMix code: sides int(H sqrt
 int(W sqrt(1 - lam)), centre uniform over the pixels, clipped at the border.
 
 Everything is batched (no loop over samples) and reads nothing back to the host; random numbers come
-from the caller's generator on the images' device, so a run is reproducible from its seed.
+from the caller's generator on the images' device, so a run is reproducible from its seed. ``PixelMix`` is
+the strategy the training step sees (mixed_views/base.py): no CAM, nothing to capture, just ``make``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from fastgradmix.gradmix.augment import random_derangement
+from fastgradmix.common.sampling import random_derangement
+from fastgradmix.training.mixed_views.base import MixedViewStrategy
 
 __all__ = [
     "MIXING_AUGS",
     "MixedBatch",
+    "PixelMix",
     "cutmix",
     "cutmix_boxes",
     "cutmix_view",
@@ -159,3 +163,18 @@ def mixed_view(aug: str, images: torch.Tensor, alpha: float, generator: torch.Ge
     if aug == "cutmix":
         return cutmix_view(images, alpha, generator)
     raise ValueError(f"unknown mixing augmentation {aug!r}; choose one of {MIXING_AUGS}")
+
+
+class PixelMix(MixedViewStrategy):
+    """The step's Mixup or CutMix view: partner and mixing weights drawn per image, no CAM."""
+
+    makes_view = True
+
+    def __init__(self, aug: str, cfg, module: nn.Module, device: torch.device):
+        super().__init__(aug, cfg, module, device)
+        if aug not in MIXING_AUGS:
+            raise ValueError(f"unknown mixing augmentation {aug!r}; choose one of {MIXING_AUGS}")
+        self.alpha = cfg.mix_alpha
+
+    def make(self, view1: torch.Tensor, generator: torch.Generator) -> MixedBatch:
+        return mixed_view(self.aug, view1, self.alpha, generator)

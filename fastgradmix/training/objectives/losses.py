@@ -5,6 +5,8 @@ bf16/fp16 softmax over them loses the small differences the loss lives on.
 
 ``contrastive_loss_per_anchor`` is the general form (anchors against a bank with explicit masks)
 so that a distributed caller can pass its local anchors and a globally gathered bank.
+
+These are the maths; contrastive.py wraps them as the training step's objectives (``--method``).
 """
 
 from __future__ import annotations

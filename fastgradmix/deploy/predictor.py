@@ -1,0 +1,109 @@
+"""Answering with a model folder (what ``python -m fastgradmix.predict`` does): decoded images through the
+compiled program, scored by top-k class similarity against the bank (Algorithm 1), a known class or
+"unknown" per image, printed as text or JSON lines with the problems of unreadable inputs in between.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fastgradmix.common.errors import UserError
+from fastgradmix.deploy.image_inputs import list_images, preprocess, read_image
+from fastgradmix.deploy.model_folder import DeployedModel
+from fastgradmix.deploy.program import load_program
+from fastgradmix.evaluation.topk_similarity import class_topk_scores, osr_predict
+
+PROG = "fastgradmix.predict"  # the name its problem lines carry
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Prediction:
+    path: str
+    nearest_class: str  # the best-scoring known class, also when the image is called unknown
+    score: float  # open-set score: the best class's top-k similarity sum
+    threshold: float
+
+    @property
+    def known(self) -> bool:
+        return self.score >= self.threshold
+
+    @property
+    def label(self) -> str:
+        return self.nearest_class if self.known else UNKNOWN
+
+    def text(self) -> str:
+        return f"{self.path}\t{self.label}\tscore={self.score:.6f}\tthreshold={self.threshold:.6f}"
+
+    def json(self) -> str:
+        return json.dumps({"path": self.path, "prediction": self.label, "known": self.known,
+                           "nearest_class": self.nearest_class, "score": self.score, "threshold": self.threshold})
+
+
+class Predictor:
+    """A loaded model folder on one device: images (decoded) -> predictions, a batch at a time."""
+
+    def __init__(self, model: DeployedModel, device: torch.device):
+        self.model, self.device = model, device
+        self.program = load_program(model.program_path(device.type), device)
+        self.bank = model.bank_features.to(device)  # (N, D)
+        self.bank_labels = model.bank_labels.to(device)  # (N,)
+
+    @torch.no_grad()
+    def features(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Decoded uint8 (H, W, C) images -> L2-normalised features (N, D) float32 on the device."""
+        batch = preprocess(images, self.model.preprocessing, self.device)  # (N, C, S, S)
+        return self.program(batch)
+
+    @torch.no_grad()
+    def predict(self, paths: list[str], images: list[np.ndarray]) -> list[Prediction]:
+        features = self.features(images)  # (N, D)
+        class_scores = class_topk_scores(features, self.bank, self.bank_labels, len(self.model.class_names),
+                                         k=self.model.topk)  # (N, K)
+        best_class, best_score = osr_predict(class_scores)
+        best_class, best_score = best_class.cpu().tolist(), best_score.cpu().tolist()
+        names = self.model.class_names
+        return [Prediction(path, names[index], score, self.model.threshold)
+                for path, index, score in zip(paths, best_class, best_score, strict=True)]
+
+
+def run_predictions(predictor: Predictor, inputs: list[str], batch_size: int, as_json: bool, out=None,
+                    err=None) -> tuple[int, int]:
+    """Prints a line per image on ``out`` (default stdout), problems on ``err`` (default stderr); returns
+    (scored, problems)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    scored = problems = 0
+    pending_paths: list[str] = []
+    pending_images: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal scored
+        if pending_paths:
+            for prediction in predictor.predict(pending_paths, pending_images):
+                print(prediction.json() if as_json else prediction.text(), file=out)
+            out.flush()
+            scored += len(pending_paths)
+            pending_paths.clear()
+            pending_images.clear()
+
+    for path, problem in list_images(inputs):
+        if problem is None:
+            try:
+                pending_images.append(read_image(path))
+                pending_paths.append(path)
+            except UserError as error:
+                problem = str(error)
+        else:
+            problem = f"{path}: {problem}"
+        if problem is not None:
+            print(f"{PROG}: error: {problem}", file=err)
+            problems += 1
+        if len(pending_paths) == batch_size:
+            flush()
+    flush()
+    return scored, problems

@@ -1,0 +1,42 @@
+"""Rebuilding what a run trained on from its config: its data (protocol, split, classes, training subset)
+and its model (with the checkpoint's weights). Training, evaluation and export all go through here, so
+the bank an exported model scores against is exactly the one training evaluated with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastgradmix.common.errors import UserError
+from fastgradmix.data.openset import OpenSetData
+from fastgradmix.data.protocols import build_protocol
+from fastgradmix.models import ContrastiveModel, build_model
+from fastgradmix.runs.config import Config
+
+
+def load_run_data(cfg: Config, data_root: str = "", progress: bool = True, download: bool = False) -> OpenSetData:
+    """The run's data as training built it; ``data_root`` overrides the run's (a moved dataset folder)."""
+    try:
+        split = int(cfg.split)
+    except (TypeError, ValueError):
+        raise UserError(f"the run's split is {cfg.split!r}; use the run folder of one split (split<k>/)") from None
+    data = build_protocol(cfg.protocol, split, cfg.image_size, data_root or cfg.data_root, download=download,
+                          skip_bad_images=cfg.skip_bad_images, known_classes=cfg.known_classes or None,
+                          unknown_classes=cfg.unknown_classes or None, progress=progress)
+    return data.subset_train(cfg.train_subset, cfg.seed)  # --train-subset N: the same images (0 = all)
+
+
+def build_run_model(cfg: Config, channels: int, checkpoint: dict | None = None, where: Path | None = None,
+                    channels_last: bool | None = None) -> ContrastiveModel:
+    """The run's model, with ``checkpoint["model"]``'s weights when given (``where`` names that file in the
+    error). ``channels_last`` defaults to the run's memory format; an exported program wants NCHW."""
+    memory_last = cfg.channels_last if channels_last is None else channels_last
+    try:
+        model = build_model(cfg.arch, channels, cfg.stem, cfg.width, cfg.feature_dim, memory_last)
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        if checkpoint is None:  # a bad architecture option
+            raise UserError(str(err)) from None
+        raise UserError(f"the weights in {where} do not fit the model its config.json describes "
+                        f"({str(err).strip().splitlines()[0]})") from None
+    return model

@@ -1,0 +1,58 @@
+"""What the training step asks of a mixed-view strategy (``--aug``), and ``none``, the strategy without one.
+
+A strategy makes the extra view m of the first clean view v1 whose loss enters as lambda * mean(w_i l_mix(i))
+(DESIGN.md section 2), and tells the step what that needs around the clean pass:
+
+- ``makes_view``: False for ``none`` (the step ends after L_con's backward);
+- ``uses_cam``: the view is placed by a CAM, so the step times ``cam_gradient`` (its "cam_grad" section);
+- ``arm()`` / ``disarm()``: around the clean forward (the CAM hooks capture only that forward);
+- ``cam_gradient(clean_loss, scaler)``: step 2, G = dL_con/dA, inside the clean pass (CAM strategies);
+- ``backpropagates_clean_loss``: ``cam_gradient`` already ran L_con's backward (``--cam-grad detached``),
+  so the clean pass runs under DDP's ``no_sync``, l_mix sees the clean features detached and the final
+  backward is lambda * mix alone;
+- ``make(view1, generator)``: steps 3-8, an object with ``.images`` (N, C, H, W) and ``.weights`` (N,);
+- ``cam_modules``: the modules the CAM hooks sit on, the boundaries of ``--compile``'s regions.
+
+The base class is the "no mixed view" answer to each; the strategies override what they need.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MixedViewStrategy", "NoMixedView"]
+
+
+class MixedViewStrategy:
+    """Defaults of every strategy: no view, no CAM, nothing to capture."""
+
+    makes_view = False
+    uses_cam = False
+    backpropagates_clean_loss = False
+
+    def __init__(self, aug: str, cfg, module: nn.Module, device: torch.device):
+        self.aug = aug  # the --aug name this strategy was built for
+
+    @property
+    def cam_modules(self) -> list[nn.Module]:
+        """The modules whose outputs the CAM hooks capture (none without a CAM)."""
+        return []
+
+    def arm(self) -> None:
+        """Called just before the clean forward."""
+
+    def disarm(self) -> None:
+        """Called just after the clean forward."""
+
+    def cam_gradient(self, clean_loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+        """Step 2, G = dL_con/dA; only CAM strategies (``uses_cam``) have one."""
+        raise NotImplementedError(f"--aug {self.aug} uses no CAM")
+
+    def make(self, view1: torch.Tensor, generator: torch.Generator):
+        """The mixed view of view1 (N, C, H, W): ``.images`` (N, C, H, W) and ``.weights`` (N,) fp32."""
+        raise NotImplementedError(f"--aug {self.aug} makes no mixed view")
+
+
+class NoMixedView(MixedViewStrategy):
+    """``--aug none``: the clean views only; the loss is L_con."""
