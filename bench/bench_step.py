@@ -60,7 +60,7 @@ def scene():
     torch.manual_seed(0)
     model = build_model("resnet18", 3, width=width, channels_last=channels_last).to(DEVICE).train()
     if ON_GPU:
-        torch.backends.cudnn.benchmark = True  # as train.py does
+        torch.backends.cudnn.benchmark = True  # as training/loop.py does
     return {
         "model": model,
         "view1": torch.randn(batch, 3, size, size, device=DEVICE),

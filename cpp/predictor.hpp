@@ -40,7 +40,7 @@ Image to_channels(const Image& image, int channels);
 at::Tensor preprocess(const Image& image, const Preprocessing& preprocessing);
 
 // Per-class top-k similarity sums (T, K) float32 of L2-normalised features (T, D) against the bank;
-// a class without bank entries scores -inf (as fastgradmix.osr.class_topk_scores).
+// a class without bank entries scores -inf (as fastgradmix.evaluation.topk_similarity.class_topk_scores).
 at::Tensor class_topk_scores(const at::Tensor& features, const at::Tensor& bank, const at::Tensor& bank_labels,
                              int num_classes, int k);
 
