@@ -19,7 +19,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from gloo_group import free_port, init_gloo
+from gloo_group import free_port, init_gloo, leave_gloo
 from torch import nn
 
 from fastgradmix.data.augment import AugmentSpec
@@ -126,6 +126,7 @@ def _ddp_worker(rank, port, result_dir):
         features = {count: extract_features_sharded(model, _eval_images(count), SPEC, 2, torch.device("cpu"),
                                                      progress=False) for count in FEATURE_SETS}
         torch.save(features, os.path.join(result_dir, f"features-rank{rank}.pt"))
+        leave_gloo()
     finally:
         torch_dist.destroy_process_group()
 

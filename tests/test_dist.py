@@ -7,7 +7,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from gloo_group import free_port, init_gloo
+from gloo_group import free_port, init_gloo, leave_gloo
 from torch import nn
 
 from fastgradmix.distributed import collectives as dist
@@ -44,6 +44,7 @@ def _objective(model, view1, view2, mixed, labels, weights, negatives_only):
 
 
 def _worker(rank, port, result_path, negatives_only):
+    torch.set_num_threads(1)  # two workers on two cores, as the other gloo tests
     init_gloo(rank, WORLD, port)
     try:
         torch.manual_seed(0)
@@ -58,6 +59,7 @@ def _worker(rank, port, result_path, negatives_only):
             torch.save({"values": values / WORLD, "grads": {name: p.grad for name, p in
                                                              model.module.named_parameters()},
                         "rank_helpers": (dist.rank(), dist.world_size())}, result_path)
+        leave_gloo()
     finally:
         torch_dist.destroy_process_group()
 

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from gloo_group import free_port, init_gloo
+from gloo_group import free_port, init_gloo, leave_gloo
 from host_reads import ForbidHostReads
 from torch import nn
 
@@ -235,6 +235,7 @@ def _enqueue_worker(rank, port, result_path, local_keys):
         torch_dist.all_gather(queues, moco.queue)
         if rank == 0:
             torch.save({"queues": queues, "ptr": moco.queue_ptr}, result_path)
+        leave_gloo()
     finally:
         torch_dist.destroy_process_group()
 

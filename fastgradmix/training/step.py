@@ -52,7 +52,6 @@ from fastgradmix.distributed.launch import unwrap
 from fastgradmix.gradmix.ops import resolve_ops
 from fastgradmix.training.mixed_views import build_mixed_view
 from fastgradmix.training.objectives import build_objective
-from fastgradmix.training.objectives.moco import MoCo, MoCoObjective
 from fastgradmix.training.timing import StepTimer, peak_memory_mib
 
 
@@ -104,9 +103,9 @@ class TrainStep:
         return self.objective.extra_compile_modules
 
     @property
-    def moco(self) -> MoCo | None:
-        """MoCo's key encoder and queue under ``--method moco``, else None."""
-        return self.objective.moco if isinstance(self.objective, MoCoObjective) else None
+    def moco(self) -> nn.Module | None:
+        """MoCo's key encoder and queue under ``--method moco`` (tests read its queue), else None."""
+        return getattr(self.objective, "moco", None)
 
     def state_dict(self) -> dict:
         """The step's share of a checkpoint: "optimizer", "scaler" and (moco) "moco"."""
