@@ -16,10 +16,8 @@ import os
 
 import pytest
 import torch
-import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from gloo_group import free_port, init_gloo, leave_gloo
+from gloo_group import run_gloo_workers
 from torch import nn
 
 from fastgradmix.data.augment import AugmentSpec
@@ -85,50 +83,44 @@ def _rank_generator(rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(100 + rank)
 
 
-def _ddp_worker(rank, port, result_dir):
+def _ddp_worker(rank, result_dir):
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
     from fastgradmix.distributed.launch import wrap_model
     from fastgradmix.training.step import TrainStep
 
-    torch.set_num_threads(1)
-    init_gloo(rank, WORLD, port)
-    try:
-        for name, (method, cam_grad) in CASES.items():
-            torch.manual_seed(0)
-            model = TinyCamModel()
-            ddp = wrap_model(model, torch.device("cpu"))
-            reductions = [0]
-
-            def counting_hook(state, bucket, reductions=reductions):
-                reductions[0] += 1
-                return allreduce_hook(None, bucket)
-
-            ddp.register_comm_hook(None, counting_hook)
-            optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-            step = TrainStep(ddp, optimizer, _config(method, cam_grad), torch.device("cpu"))
-            generator = _rank_generator(rank)
-            local = slice(rank * LOCAL_N, (rank + 1) * LOCAL_N)
-            grads, losses = [], []
-            for view1, view2, labels in _global_batches():
-                terms = step(view1[local], view2[local], labels[local], generator)
-                losses.append(terms["loss"])
-                grads.append({key: None if p.grad is None else p.grad.clone() for key, p in model.named_parameters()})
-            result = {"grads": grads, "losses": torch.stack(losses), "weights": model.state_dict(),
-                      "reductions": reductions[0], "is_ddp": ddp is not model}
-            if step.moco is not None:
-                result["queue"] = step.moco.queue.clone()
-            torch.save(result, os.path.join(result_dir, f"{name}-rank{rank}.pt"))
-        from fastgradmix.evaluation.features import extract_features_sharded
-
+    for name, (method, cam_grad) in CASES.items():
         torch.manual_seed(0)
         model = TinyCamModel()
-        features = {count: extract_features_sharded(model, _eval_images(count), SPEC, 2, torch.device("cpu"),
-                                                     progress=False) for count in FEATURE_SETS}
-        torch.save(features, os.path.join(result_dir, f"features-rank{rank}.pt"))
-        leave_gloo()
-    finally:
-        torch_dist.destroy_process_group()
+        ddp = wrap_model(model, torch.device("cpu"))
+        reductions = [0]
+
+        def counting_hook(state, bucket, reductions=reductions):
+            reductions[0] += 1
+            return allreduce_hook(None, bucket)
+
+        ddp.register_comm_hook(None, counting_hook)
+        optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+        step = TrainStep(ddp, optimizer, _config(method, cam_grad), torch.device("cpu"))
+        generator = _rank_generator(rank)
+        local = slice(rank * LOCAL_N, (rank + 1) * LOCAL_N)
+        grads, losses = [], []
+        for view1, view2, labels in _global_batches():
+            terms = step(view1[local], view2[local], labels[local], generator)
+            losses.append(terms["loss"])
+            grads.append({key: None if p.grad is None else p.grad.clone() for key, p in model.named_parameters()})
+        result = {"grads": grads, "losses": torch.stack(losses), "weights": model.state_dict(),
+                  "reductions": reductions[0], "is_ddp": ddp is not model}
+        if step.moco is not None:
+            result["queue"] = step.moco.queue.clone()
+        torch.save(result, os.path.join(result_dir, f"{name}-rank{rank}.pt"))
+    from fastgradmix.evaluation.features import extract_features_sharded
+
+    torch.manual_seed(0)
+    model = TinyCamModel()
+    features = {count: extract_features_sharded(model, _eval_images(count), SPEC, 2, torch.device("cpu"),
+                                                 progress=False) for count in FEATURE_SETS}
+    torch.save(features, os.path.join(result_dir, f"features-rank{rank}.pt"))
 
 
 def _reference(method: str, cam_grad: str) -> dict:
@@ -195,7 +187,7 @@ def _reference(method: str, cam_grad: str) -> dict:
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     result_dir = tmp_path_factory.mktemp("ddp_step")
-    mp.spawn(_ddp_worker, args=(free_port(), str(result_dir)), nprocs=WORLD, join=True)
+    run_gloo_workers(_ddp_worker, (str(result_dir),), WORLD)
     return {(name, rank): torch.load(result_dir / f"{name}-rank{rank}.pt", weights_only=True)
             for name in [*CASES, "features"] for rank in range(WORLD)}
 

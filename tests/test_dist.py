@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from gloo_group import free_port, init_gloo, leave_gloo
+from gloo_group import run_gloo_workers
 from torch import nn
 
 from fastgradmix.distributed import collectives as dist
@@ -43,31 +42,25 @@ def _objective(model, view1, view2, mixed, labels, weights, negatives_only):
                              temperature=0.1, negatives_only=negatives_only)
 
 
-def _worker(rank, port, result_path, negatives_only):
-    torch.set_num_threads(1)  # two workers on two cores, as the other gloo tests
-    init_gloo(rank, WORLD, port)
-    try:
-        torch.manual_seed(0)
-        model = nn.parallel.DistributedDataParallel(TinyEncoder())
-        local = slice(rank * LOCAL_N, (rank + 1) * LOCAL_N)
-        batch = [t[local] for t in _global_batch()]
-        terms = _objective(model, *batch, negatives_only)
-        terms["loss"].backward()  # DDP averages the gradients over the ranks
-        values = torch.stack([terms[k].detach() for k in ("loss", "supcon", "simclr", "mix")])
-        torch_dist.all_reduce(values)
-        if rank == 0:
-            torch.save({"values": values / WORLD, "grads": {name: p.grad for name, p in
-                                                             model.module.named_parameters()},
-                        "rank_helpers": (dist.rank(), dist.world_size())}, result_path)
-        leave_gloo()
-    finally:
-        torch_dist.destroy_process_group()
+def _worker(rank, result_path, negatives_only):
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(TinyEncoder())
+    local = slice(rank * LOCAL_N, (rank + 1) * LOCAL_N)
+    batch = [t[local] for t in _global_batch()]
+    terms = _objective(model, *batch, negatives_only)
+    terms["loss"].backward()  # DDP averages the gradients over the ranks
+    values = torch.stack([terms[k].detach() for k in ("loss", "supcon", "simclr", "mix")])
+    torch_dist.all_reduce(values)
+    if rank == 0:
+        torch.save({"values": values / WORLD, "grads": {name: p.grad for name, p in
+                                                         model.module.named_parameters()},
+                    "rank_helpers": (dist.rank(), dist.world_size())}, result_path)
 
 
 @pytest.mark.parametrize("negatives_only", [False, True])
 def test_distributed_loss_and_gradients_equal_single_process(tmp_path, negatives_only):
     result_path = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(free_port(), str(result_path), negatives_only), nprocs=WORLD, join=True)
+    run_gloo_workers(_worker, (str(result_path), negatives_only), WORLD)
     distributed = torch.load(result_path, weights_only=True)
     assert distributed["rank_helpers"] == (0, WORLD)
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from gloo_group import free_port, init_gloo, leave_gloo
+from gloo_group import run_gloo_workers
 from host_reads import ForbidHostReads
 from torch import nn
 
@@ -223,21 +222,15 @@ def test_a_moco_step_reads_nothing_back_to_the_host():
 WORLD = 2
 
 
-def _enqueue_worker(rank, port, result_path, local_keys):
-    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool
-    init_gloo(rank, WORLD, port)
-    try:
-        moco = MoCo(Normalised(nn.Linear(3, 3)), feature_dim=3, queue_size=7,
-                    generator=torch.Generator().manual_seed(0))
-        for step_keys in local_keys[rank]:
-            moco.enqueue(step_keys)
-        queues = [torch.empty_like(moco.queue) for _ in range(WORLD)]
-        torch_dist.all_gather(queues, moco.queue)
-        if rank == 0:
-            torch.save({"queues": queues, "ptr": moco.queue_ptr}, result_path)
-        leave_gloo()
-    finally:
-        torch_dist.destroy_process_group()
+def _enqueue_worker(rank, result_path, local_keys):
+    moco = MoCo(Normalised(nn.Linear(3, 3)), feature_dim=3, queue_size=7,
+                generator=torch.Generator().manual_seed(0))
+    for step_keys in local_keys[rank]:
+        moco.enqueue(step_keys)
+    queues = [torch.empty_like(moco.queue) for _ in range(WORLD)]
+    torch_dist.all_gather(queues, moco.queue)
+    if rank == 0:
+        torch.save({"queues": queues, "ptr": moco.queue_ptr}, result_path)
 
 
 def test_distributed_enqueue_equals_single_process_global_batch(tmp_path):
@@ -247,8 +240,7 @@ def test_distributed_enqueue_equals_single_process_global_batch(tmp_path):
     result_path = tmp_path / "rank0.pt"
     # fork, not spawn: the workers only touch tiny tensors, and skipping a fresh torch import per
     # process saves most of the test's time
-    mp.start_processes(_enqueue_worker, args=(free_port(), str(result_path), local_keys), nprocs=WORLD,
-                       join=True, start_method="fork")
+    run_gloo_workers(_enqueue_worker, (str(result_path), local_keys), WORLD, start_method="fork")
     result = torch.load(result_path, weights_only=True)
 
     single = MoCo(Normalised(nn.Linear(3, 3)), feature_dim=3, queue_size=7, generator=torch.Generator().manual_seed(0))
