@@ -15,8 +15,15 @@ CPU (no CUDA): ResNet-18 of width 32, 32 px, batch 64, fp32, so a run takes a fe
 GPU (chosen automatically): the TinyImageNet size, ResNet-18 (width 64), 64 px, batch 256, bf16 autocast,
 channels_last.
 
-The last test checks the issue's targets on the ratios measured here: on CPU gradmix / plain <= 1.7 and
-published / gradmix >= 1.4; on a GPU <= 1.6, >= 2 and an augmentation share <= 2%.
+The last test of that group checks the issue's targets on the ratios measured here: on CPU gradmix / plain
+<= 1.7 and published / gradmix >= 1.4; on a GPU <= 1.6, >= 2 and an augmentation share <= 2%.
+
+Precision and layout on the CPU (issue 16; skipped on a GPU, whose setting above is already bf16 +
+channels_last): the GradMix step at ResNet-18 width 32, 32 px, batch 128 in fp32 and bf16 autocast, each
+NCHW and channels_last, and the published way in fp32 NCHW (as published). Targets: bf16 + channels_last
+>= 2x faster than fp32 NCHW, and the published fp32 step >= 3x slower than ours in bf16 + channels_last:
+
+    pytest bench/bench_step.py -k precision --benchmark-only     # about 2 minutes on 2 idle cores
 """
 
 from __future__ import annotations
@@ -152,3 +159,78 @@ def test_step_ratios_meet_the_targets():
     assert published_over_gradmix >= TARGETS["published_over_gradmix_min"], summary
     if "augment_share_max" in TARGETS:
         assert FIELDS["gradmix"]["augment_share"] <= TARGETS["augment_share_max"], summary
+
+
+# ---------------------------------------------------------------- precision and layout on the CPU (issue 16)
+
+PRECISION_SETTING = (128, 32, 32)  # batch, ResNet-18 width, image side
+PRECISION_ROUNDS = 5
+# impl -> (step, precision, channels_last); the first is the group's baseline
+PRECISION_ROWS = {
+    "gradmix fp32 nchw": ("gradmix", "fp32", False),
+    "gradmix fp32 channels_last": ("gradmix", "fp32", True),
+    "gradmix bf16 nchw": ("gradmix", "bf16", False),
+    "gradmix bf16 channels_last": ("gradmix", "bf16", True),
+    "published fp32 nchw": ("published", "fp32", False),
+}
+PRECISION_TARGETS = {"bf16_channels_last_over_fp32_min": 2.0, "published_fp32_over_bf16_channels_last_min": 3.0}
+PRECISION_TIMES: dict[str, list[float]] = {}
+
+
+@pytest.fixture(scope="module")
+def precision_scene():
+    batch, width, size = PRECISION_SETTING
+    torch.manual_seed(0)
+    return {"model": build_model("resnet18", 3, width=width).train(),
+            "view1": torch.randn(batch, 3, size, size), "view2": torch.randn(batch, 3, size, size),
+            "labels": torch.randint(0, 20, (batch,))}
+
+
+@pytest.mark.skipif(ON_GPU, reason="CPU rows: the GPU setting above is already bf16 + channels_last")
+@pytest.mark.parametrize("impl", list(PRECISION_ROWS))
+def test_precision_step(benchmark, precision_scene, impl):
+    kind, precision, channels_last = PRECISION_ROWS[impl]
+    batch, width, size = PRECISION_SETTING
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = copy.deepcopy(precision_scene["model"]).to(memory_format=memory_format)
+    cfg = Config(arch="resnet18", width=width, image_size=size, batch_size=batch, aug="gradmix", cam_layers=CAM_LAYER,
+                 cam_grad="exact", gradmix_backend="reference", precision=precision, amp=precision != "fp32",
+                 amp_dtype="bf16", channels_last=channels_last, lr=1e-4)
+    optimizer = build_optimizer(model, 1e-4, 0.0)
+    amp_dtype = torch.bfloat16 if precision == "bf16" else None
+    step = PublishedStyleStep(model, optimizer, cfg, DEVICE, amp_dtype=amp_dtype) if kind == "published" \
+        else TrainStep(model, optimizer, cfg, DEVICE)
+    generator = torch.Generator().manual_seed(0)
+    times = PRECISION_TIMES.setdefault(impl, [])
+
+    def one_step():
+        begin = time.perf_counter()
+        step(precision_scene["view1"], precision_scene["view2"], precision_scene["labels"], generator)
+        times.append(time.perf_counter() - begin)
+
+    for _ in range(2):  # warm-up: Adam's state, oneDNN's primitive caches
+        one_step()
+    times.clear()
+    benchmark.group = f"precision b{batch} resnet18-w{width} {size}px (CPU)"
+    first = impl == next(iter(PRECISION_ROWS))
+    record(benchmark, "baseline" if first else "candidate", impl, 1, batch=batch, size=size, width=width,
+           cam_layer=CAM_LAYER, precision=precision, channels_last=channels_last)
+    benchmark.pedantic(one_step, rounds=PRECISION_ROUNDS, warmup_rounds=0, iterations=1)
+    benchmark.extra_info.update(images_per_s=batch / min(times), note=f"{batch / min(times):.0f} images/s")
+
+
+@pytest.mark.skipif(ON_GPU, reason="CPU rows")
+def test_precision_ratios_meet_the_targets():
+    if set(PRECISION_ROWS) - PRECISION_TIMES.keys() or not all(PRECISION_TIMES.values()):
+        pytest.skip("needs every precision row of this module in the same run")
+    fastest = {impl: min(times) for impl, times in PRECISION_TIMES.items()}
+    ours = fastest["gradmix bf16 channels_last"]
+    speedup = fastest["gradmix fp32 nchw"] / ours
+    published = fastest["published fp32 nchw"] / ours
+    summary = (f"bf16 + channels_last: {speedup:.2f}x faster than fp32 NCHW; published fp32 step {published:.2f}x "
+               "slower than ours in bf16 + channels_last (fastest of "
+               f"{PRECISION_ROUNDS} rounds: " + ", ".join(f"{impl} {1e3 * t:.0f} ms" for impl, t in fastest.items())
+               + f"; {torch.get_num_threads()} torch threads)")
+    print(summary)
+    assert speedup >= PRECISION_TARGETS["bf16_channels_last_over_fp32_min"], summary
+    assert published >= PRECISION_TARGETS["published_fp32_over_bf16_channels_last_min"], summary

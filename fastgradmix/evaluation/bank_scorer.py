@@ -2,7 +2,8 @@
 scores any uint8 image set against them (best known class, open-set score); ``evaluate_open_set`` is the
 AUROC / closed-set accuracy / openness summary training writes after its last epoch.
 
-Everything runs in eval mode on un-augmented images, batched, on the model's device. Under
+Everything runs in eval mode on un-augmented images, batched, on the model's device, the model in the given
+precision (the run's: common/precision.py), features and scores in fp32. Under
 torch.distributed (a torchrun training run) each rank embeds a share of the images and every rank gathers
 all features, so every rank computes the same scores.
 """
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.precision import FP32, Precision
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.loaders.pipeline import EvalViews
 from fastgradmix.data.openset import OpenSetData, openness
@@ -41,12 +43,12 @@ class BankScorer:
     """
 
     def __init__(self, model: nn.Module, data: OpenSetData, spec: AugmentSpec, topk: int, batch_size: int,
-                 device: torch.device, channels_last: bool = False, progress: bool = True, score: str = "sum",
+                 device: torch.device, precision: Precision = FP32, progress: bool = True, score: str = "sum",
                  views: EvalViews | None = None):
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         self.model, self.spec, self.topk, self.batch_size = model, spec, topk, batch_size
-        self.device, self.channels_last, self.progress, self.score_mode = device, channels_last, progress, score
+        self.device, self.precision, self.progress, self.score_mode = device, precision, progress, score
         self.views = views  # the input pipeline's evaluation views (None: made on the device)
         self.num_classes = data.num_known
         self.bank = self.features(data.train_images, "bank features")  # (N_train, D)
@@ -55,7 +57,7 @@ class BankScorer:
     def features(self, images: torch.Tensor, desc: str, progress: bool | None = None) -> torch.Tensor:
         """uint8 images (T, C, H, W) -> L2-normalised features (T, D) on the device."""
         return extract_features_sharded(self.model, images, self.spec, self.batch_size, self.device,
-                                        self.channels_last, desc=desc,
+                                        self.precision, desc=desc,
                                         progress=self.progress if progress is None else progress, views=self.views)
 
     def score(self, images: torch.Tensor, desc: str = "test features", progress: bool | None = None) -> Scored:
@@ -75,10 +77,10 @@ class BankScorer:
 
 
 def evaluate_open_set(model: nn.Module, data: OpenSetData, spec: AugmentSpec, topk: int, batch_size: int,
-                      device: torch.device, channels_last: bool = False, progress: bool = True,
+                      device: torch.device, precision: Precision = FP32, progress: bool = True,
                       score: str = "sum", views: EvalViews | None = None) -> dict:
     """AUROC (None for closed-set protocols), closed-set accuracy and openness of the protocol's test set."""
-    scored = BankScorer(model, data, spec, topk, batch_size, device, channels_last, progress, score,
+    scored = BankScorer(model, data, spec, topk, batch_size, device, precision, progress, score,
                         views).score(data.test_images)
     is_known = data.test_labels >= 0
     return {

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fastgradmix.common.precision import FP32, Precision
 from fastgradmix.common.stats import mean_std
 from fastgradmix.data.augment import AugmentSpec, eval_view
 from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, activated_area, twonn_dimension
@@ -33,22 +34,24 @@ from fastgradmix.gradmix.capture import CamCapture
 
 def score_cam_maps(model: nn.Module, images: torch.Tensor, spec: AugmentSpec, layers: list[str],
                    bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, topk: int, batch_size: int,
-                   device: torch.device, channels_last: bool = False, progress: bool = True,
+                   device: torch.device, precision: Precision = FP32, progress: bool = True,
                    desc: str = "CAM maps") -> torch.Tensor:
     """LayerCAM maps (T, size, size) fp32 on the CPU of uint8 ``images`` (T, C, H, W) for the open-set score
-    against ``bank`` (B, D) L2-normalised features with ``bank_labels`` (B,) (see the module docstring)."""
+    against ``bank`` (B, D) L2-normalised features with ``bank_labels`` (B,) (see the module docstring). The model
+    runs in ``precision`` (activations and gradients bf16 under bf16 autocast); scores and maps are fp32."""
     was_training = model.training
     model.eval()
     capture = CamCapture(model, layers)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     maps = []
     try:
         starts = range(0, images.shape[0], batch_size)
         for start in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
-            batch = eval_view(images[start:start + batch_size].to(device), spec).contiguous(memory_format=memory_format)
+            batch = eval_view(images[start:start + batch_size].to(device), spec)  # (b, C, size, size)
+            batch = batch.contiguous(memory_format=precision.memory_format)
             capture.arm()
             with torch.enable_grad():
-                features = model(batch)  # (b, D)
+                with precision.autocast(device.type):
+                    features = model(batch)  # (b, D) fp32: the model normalises in fp32
                 capture.disarm()
                 scores = class_topk_scores(features, bank.detach(), bank_labels, num_classes, k=topk)  # (b, K)
                 open_score = scores.max(dim=1).values  # (b,)

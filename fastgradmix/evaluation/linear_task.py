@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastgradmix.common.precision import Precision
 from fastgradmix.common.stats import mean_std
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.evaluation.features import extract_features
@@ -55,14 +56,14 @@ def checkpoints_over_epochs(run_dir: Path, last_epoch: int) -> list[tuple[int, P
 
 
 def probe_features(model_at: Callable[[], nn.Module], checkpoint: Path, kind: str, sets: dict[str, torch.Tensor],
-                   spec: AugmentSpec, batch_size: int, device: torch.device, channels_last: bool, progress: bool,
+                   spec: AugmentSpec, batch_size: int, device: torch.device, precision: Precision, progress: bool,
                    extra: dict) -> dict[str, torch.Tensor]:
     """Features (N, D) of each uint8 image set in ``sets`` under the checkpoint's model, from the cache when
     the checkpoint is unchanged. ``model_at()`` loads the model only when the cache misses; ``extra`` holds
     what else the features depend on (image size, which images)."""
     def compute() -> dict[str, torch.Tensor]:
         module = feature_module(model_at(), kind)
-        return {name: extract_features(module, images, spec, batch_size, device, channels_last,
+        return {name: extract_features(module, images, spec, batch_size, device, precision,
                                        desc=f"{name} features ({checkpoint.name})", progress=progress)
                 for name, images in sets.items()}
 
@@ -72,7 +73,7 @@ def probe_features(model_at: Callable[[], nn.Module], checkpoint: Path, kind: st
 
 def linear_task(checkpoints: list[tuple[int, Path, Callable[[], nn.Module]]], train_images: torch.Tensor,
                 train_labels: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
-                spec: AugmentSpec, kind: str, batch_size: int, device: torch.device, channels_last: bool,
+                spec: AugmentSpec, kind: str, batch_size: int, device: torch.device, precision: Precision,
                 progress: bool, extra: dict, recipe: ProbeRecipe | None = None) -> dict:
     """The probe at every (epoch, checkpoint path, model loader), the last one being the run's result.
 
@@ -84,7 +85,7 @@ def linear_task(checkpoints: list[tuple[int, Path, Callable[[], nn.Module]]], tr
     result = {}
     for epoch, path, model_at in checkpoints:
         features = probe_features(model_at, path, kind, {"train": train_images, "test": test_images}, spec,
-                                  batch_size, device, channels_last, progress, extra)
+                                  batch_size, device, precision, progress, extra)
         result = linear_probe(features["train"].to(device), train_labels, features["test"].to(device), test_labels,
                               num_classes, recipe, progress)
         curve.append({"epoch": epoch, "top1": result["top1"], "top5": result["top5"]})

@@ -16,6 +16,7 @@ from torch import nn
 
 from fastgradmix import __version__
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.precision import Precision
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.openset import OpenSetData
 from fastgradmix.evaluation.bank_scorer import BankScorer, Scored
@@ -29,6 +30,7 @@ from fastgradmix.evaluation.osr_tasks import cap_rows, closed_task, ood_task, os
 from fastgradmix.evaluation.out_sets import load_out_sets
 from fastgradmix.evaluation.plan import Plan, plan
 from fastgradmix.runs.folder import Run
+from fastgradmix.runs.precision import run_precision
 from fastgradmix.runs.rebuild import build_run_model, load_run_data
 
 
@@ -52,6 +54,7 @@ class RunSetup:
     known_images: torch.Tensor  # (N, C, H, W) uint8: the known test images, capped to --max-images
     known_labels: torch.Tensor  # (N,)
     model: nn.Module
+    precision: Precision  # the model's: the run's, or --precision
     spec: AugmentSpec
     scorer: BankScorer
     settings: dict  # the "settings" of every task's results
@@ -61,11 +64,13 @@ class RunSetup:
         return self.options.batch_size or self.run.cfg.eval_batch_size
 
 
-def load_model(run: Run, data: OpenSetData, device: torch.device, checkpoint: dict | None = None,
-               name: str = "last.pt") -> nn.Module:
-    """The run's model from its last.pt, or from another ``checkpoint`` of the run (file ``name``)."""
+def load_model(run: Run, data: OpenSetData, device: torch.device, precision: Precision,
+               checkpoint: dict | None = None, name: str = "last.pt") -> nn.Module:
+    """The run's model from its last.pt, or from another ``checkpoint`` of the run (file ``name``), in the
+    memory layout of ``precision``."""
     state = run.checkpoint if checkpoint is None else checkpoint
-    return build_run_model(run.cfg, data.channels, state, run.path / name).to(device).eval()
+    return build_run_model(run.cfg, data.channels, state, run.path / name,
+                           channels_last=precision.channels_last).to(device).eval()
 
 
 def evaluate_run(run: Run, options: EvalConfig, device: torch.device) -> RunEvaluation:
@@ -120,15 +125,17 @@ def _set_up(run: Run, options: EvalConfig, device: torch.device, data: OpenSetDa
     """The model from last.pt and the scorer (embedding the bank) at the run's settings."""
     cfg = run.cfg
     topk = cfg.topk if options.topk is None else options.topk
-    model = load_model(run, data, device)
+    precision = run_precision(cfg, device, options.precision)
+    model = load_model(run, data, device, precision)
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std, flip=data.flip, color=data.color)
     scorer = BankScorer(model, data, spec, topk, options.batch_size or cfg.eval_batch_size, device,
-                        cfg.channels_last, options.progress, options.score)
+                        precision, options.progress, options.score)
     settings = {"topk": topk, "score": options.score, "max_images": options.max_images,
                 "max_bank": options.max_bank, "seed": options.seed, "checkpoint_epoch": run.checkpoint.get("epoch"),
                 "evaluated_at": datetime.datetime.now().isoformat(timespec="seconds"), "fastgradmix": __version__,
-                "torch": torch.__version__}
-    return RunSetup(run, options, device, data, known_images, known_labels, model, spec, scorer, settings)
+                "torch": torch.__version__, "precision": precision.name, "channels_last": precision.channels_last}
+    return RunSetup(run, options, device, data, known_images, known_labels, model, precision, spec, scorer,
+                    settings)
 
 
 def _osr(setup: RunSetup, known_scored: Scored) -> tuple[dict, tuple]:
@@ -179,15 +186,15 @@ def _linear(setup: RunSetup) -> dict:
             checkpoints.append((epoch, path, lambda: setup.model))
         else:
             checkpoints.append((epoch, path, snapshot_loader(path, lambda state, name=path.name: load_model(
-                run, setup.data, setup.device, state, name))))
+                run, setup.data, setup.device, setup.precision, state, name))))
     # everything else the cached features depend on (the checkpoint file itself is part of the key)
     extra = {"protocol": cfg.protocol, "split": cfg.split, "image_size": cfg.image_size,
              "max_images": options.max_images, "max_bank": options.max_bank, "seed": options.seed,
-             "data_root": str(options.data_root or cfg.data_root)}
+             "data_root": str(options.data_root or cfg.data_root), "precision": setup.precision.name}
     data = setup.data
     return linear_task(checkpoints, data.train_images, data.train_labels, setup.known_images, setup.known_labels,
                        data.num_known, setup.spec, options.linear_features, setup.batch_size, setup.device,
-                       cfg.channels_last, options.progress, extra)
+                       setup.precision, options.progress, extra)
 
 
 def _diversity(setup: RunSetup) -> tuple[dict, dict]:
@@ -195,12 +202,12 @@ def _diversity(setup: RunSetup) -> tuple[dict, dict]:
     cfg, data, scorer, progress = setup.run.cfg, setup.data, setup.scorer, setup.options.progress
     layers = cfg.cam_layer_list()
     encoder = extract_features(setup.model.encoder, setup.known_images, setup.spec, setup.batch_size, setup.device,
-                               cfg.channels_last, desc="encoder features", progress=progress)
+                               setup.precision, desc="encoder features", progress=progress)
     head = scorer.features(setup.known_images, "head features")
 
     def cam(images: torch.Tensor, desc: str) -> torch.Tensor:
         return score_cam_maps(setup.model, images, setup.spec, layers, scorer.bank, scorer.bank_labels,
-                              data.num_known, scorer.topk, setup.batch_size, setup.device, cfg.channels_last,
+                              data.num_known, scorer.topk, setup.batch_size, setup.device, setup.precision,
                               progress, desc)
 
     result = diversity_task(encoder, head, cam(setup.known_images, "CAM maps"), layers, setup.options.area_thresholds)

@@ -20,6 +20,7 @@ from fastgradmix.evaluation.corruptions.released import check_cifar10_c
 from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, area_thresholds
 from fastgradmix.evaluation.linear_task import FEATURE_KINDS
 from fastgradmix.evaluation.out_sets import check_out_set_names
+from fastgradmix.runs.precision import EVAL_PRECISIONS
 
 PROG = "fastgradmix.evaluate"
 TASKS = ("osr", "closed", "ood", "corruption", "linear", "diversity")
@@ -48,6 +49,7 @@ class EvalConfig:
     max_bank: int = 0
     data_root: str = ""  # "": the run's
     device: str = "auto"
+    precision: str = "run"  # run: the precision and layout the run trained with (config.json)
     batch_size: int = 0  # 0: the run's eval batch size
     seed: int = 0
     progress: bool = True
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most N bank images, class-balanced (0 = the run's training images)")
     parser.add_argument("--data-root", default="", help="dataset folder (default: the run's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=EVAL_PRECISIONS, default="run",
+                        help="the model's precision: run (default: the one it trained with, e.g. bf16 autocast + "
+                             "channels_last), or auto, fp32, bf16, fp16 (CUDA); features and scores are fp32")
     parser.add_argument("--batch-size", type=int, default=0, help="images per batch (default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of corruptions, noise out-sets and subsets")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
@@ -121,7 +126,8 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
         corruptions=tuple(corruptions), severities=tuple(severities), corruption_table=args.corruption_table,
         corruption_data=args.corruption_data, compare=args.compare, linear_features=args.linear_features,
         area_thresholds=tuple(thresholds), cam_grid=args.cam_grid, max_images=args.max_images,
-        max_bank=args.max_bank, data_root=args.data_root, device=args.device, batch_size=args.batch_size,
+        max_bank=args.max_bank, data_root=args.data_root, device=args.device, precision=args.precision,
+        batch_size=args.batch_size,
         seed=args.seed, progress=args.progress)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastgradmix.common.cli import OneLineParser
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.precision import PRECISIONS
 from fastgradmix.distributed.collectives import world_size
 
 
@@ -93,9 +94,13 @@ class Config:
     eval_batch_size: int = option(512, "images per evaluation batch")
     # machine
     device: str = option("auto", "auto (cuda if present), cpu or cuda", ("auto", "cpu", "cuda"))
-    amp: bool = option(False, "mixed precision: bf16 autocast (fp16 with --amp-dtype fp16 on CUDA)")
-    amp_dtype: str = option("bf16", "autocast dtype under --amp", ("bf16", "fp16"))
-    channels_last: bool = option(False, "channels_last model and inputs")
+    # precision and layout (common/precision.py); config.json records them resolved, e.g. auto -> bf16
+    precision: str = option("auto", "fp32, bf16 or fp16 (CUDA) autocast; auto: bf16 + channels_last where bf16 is "
+                            "fast (CUDA compute capability >= 8.0; a CPU with avx512_bf16 or amx_bf16), else fp32 "
+                            "NCHW; fp32 gives the reference numbers", PRECISIONS)
+    amp: bool = option(False, "alias: --amp is --precision bf16 (fp16 with --amp-dtype fp16), --no-amp fp32")
+    amp_dtype: str = option("bf16", "autocast dtype of --amp", ("bf16", "fp16"))
+    channels_last: bool | None = option(None, "channels_last model and inputs (default: with bf16/fp16, not fp32)")
     compile: bool = option(False, "torch.compile the model, in regions split at the CAM layers (slow to start)")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
     loader: str = option("auto", "input pipeline: dali (NVIDIA DALI, GPU or CPU), torch (torchvision per sample in "
@@ -193,7 +198,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
         # `from __future__ import annotations` makes every field type a string such as "int"
-        if f.type == "bool":
+        if f.type in ("bool", "bool | None"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 help=f"{meta['help']} (default {f.default})")
         else:
@@ -214,8 +219,21 @@ def merge(explicit: dict[str, Any], saved: dict[str, Any] | None = None) -> Conf
     if saved is not None:
         known = {f.name for f in dataclasses.fields(Config)}
         values = {k: v for k, v in saved.items() if k in known}
+        if "precision" not in values:  # a run folder from before --precision: its --amp said which
+            values["precision"] = amp_alias(values.get("amp", False), values.get("amp_dtype", "bf16"))
     else:
         protocol = explicit.get("protocol", Config.protocol)
         values = dict(PRESETS.get(protocol, {}))
     values.update(explicit)
+    if "amp" in explicit:  # --amp / --no-amp: an alias of --precision
+        alias = amp_alias(explicit["amp"], values.get("amp_dtype", Config.amp_dtype))
+        if "precision" in explicit and explicit["precision"] != alias:
+            raise UserError(f"--{'' if explicit['amp'] else 'no-'}amp means --precision {alias}, but --precision "
+                            f"{explicit['precision']} was given too: give --precision alone")
+        values["precision"] = alias
     return Config(**values)
+
+
+def amp_alias(amp: bool, amp_dtype: str) -> str:
+    """The --precision that --amp (with --amp-dtype) or --no-amp stands for."""
+    return amp_dtype if amp else "fp32"

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from fastgradmix.common.device import resolve_device
 from fastgradmix.common.errors import UserError
 from fastgradmix.common.files import write_json
+from fastgradmix.common.precision import fast_bf16_here
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.loaders.pipeline import InputPipeline, build_input_pipeline
 from fastgradmix.data.loaders.sharding import GRADMIX_STREAM, seeded_generator
@@ -29,10 +30,13 @@ from fastgradmix.data.openset import OpenSetData
 from fastgradmix.distributed import collectives
 from fastgradmix.distributed.launch import AgreedError, agreed, main_print, rank_device, rank_zero_first, wrap_model
 from fastgradmix.evaluation.bank_scorer import evaluate_open_set
+from fastgradmix.evaluation.features import extract_features
 from fastgradmix.runs.config import Config
+from fastgradmix.runs.precision import resolve_run_config, run_precision
 from fastgradmix.runs.rebuild import build_run_model, load_run_data
 from fastgradmix.training import run_files
 from fastgradmix.training.compile import compile_regions
+from fastgradmix.training.eta import RunEta, cpu_advice, timed
 from fastgradmix.training.results import print_table, results_record
 from fastgradmix.training.schedule import cosine_lr
 from fastgradmix.training.step import TrainStep, build_optimizer
@@ -82,6 +86,8 @@ def train(cfg: Config) -> dict:
 
 def _set_up(cfg: Config) -> Session:
     device = training_device(cfg.device)
+    # --precision auto (or the --amp alias) becomes what this device runs: fp32, bf16 or fp16 and the layout
+    cfg = agreed(lambda: resolve_run_config(cfg, device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if device.type == "cuda":
@@ -114,9 +120,10 @@ def _set_up(cfg: Config) -> Session:
         compile_regions(model, step_fn.cam_modules)
         for module in step_fn.uncaptured_modules():  # e.g. MoCo's key encoder: no CAM hooks, one region
             compile_regions(module, [])
-    if cfg.amp and device.type == "cpu":
-        main_print(f"{PROG}: note: --amp on CPU runs bf16 autocast; it is only faster on CPUs with bf16 support",
-                   file=sys.stderr)
+    main_print(f"precision: {run_precision(cfg, device).describe()}")
+    if cfg.amp and device.type == "cpu" and not fast_bf16_here(device):
+        main_print(f"{PROG}: note: this CPU has no native bf16 (avx512_bf16, amx_bf16): bf16 autocast is likely "
+                   "slower than --precision fp32 here", file=sys.stderr)
     return Session(cfg, device, run_dir, checkpoint, data, spec, inputs, model, step_fn, show_progress)
 
 
@@ -157,9 +164,10 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
     progress = tqdm(total=steps_per_epoch * cfg.epochs, initial=start_epoch * steps_per_epoch, desc="train",
                     unit="step", disable=not session.show_progress, dynamic_ncols=True)
     session.model.train()
+    eta = _run_eta(session, end_epoch)
     for epoch in range(start_epoch, end_epoch):
         epoch_start = time.perf_counter()
-        _train_epoch(session, epoch, progress)
+        _train_epoch(session, epoch, progress, eta)
         train_wall_s += time.perf_counter() - epoch_start
         if collectives.is_main_process():  # rank 0's weights, optimizer state and BatchNorm statistics
             run_files.save(session.run_dir, cfg, session.model, session.step_fn, epoch + 1, train_wall_s)
@@ -168,7 +176,30 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
     return train_wall_s
 
 
-def _train_epoch(session: Session, epoch: int, progress: tqdm) -> None:
+def _run_eta(session: Session, end_epoch: int) -> RunEta:
+    """The expected-time line (training/eta.py); the evaluation's part when this invocation evaluates."""
+    cfg, data = session.cfg, session.data
+    probe = None
+    if end_epoch == cfg.epochs:  # the run ends in this invocation: it evaluates
+        images = data.train_images[:min(cfg.eval_batch_size, 256)]  # (n, C, H, W) uint8
+
+        def embed() -> int:
+            extract_features(session.model, images, session.spec, images.shape[0], session.device,
+                             run_precision(cfg, session.device), progress=False)
+            return images.shape[0]
+
+        def probe() -> tuple[float, int]:
+            if cfg.compile:  # the eval-mode regions compile on first use: not part of the cost per image
+                embed()
+            return timed(embed)
+
+    eval_images = data.train_images.shape[0] + data.test_images.shape[0]
+    advice = cpu_advice(session.device.type, cfg.precision, fast_bf16_here(session.device), cfg.loader)
+    return RunEta(end_epoch * session.inputs.train.steps_per_epoch, -(-eval_images // collectives.world_size()),
+                  probe, advice)
+
+
+def _train_epoch(session: Session, epoch: int, progress: tqdm, eta: RunEta) -> None:
     cfg, loader, step_fn = session.cfg, session.inputs.train, session.step_fn
     steps_per_epoch, total_steps = loader.steps_per_epoch, loader.steps_per_epoch * cfg.epochs
     optimizer = step_fn.optimizer
@@ -189,6 +220,10 @@ def _train_epoch(session: Session, epoch: int, progress: tqdm) -> None:
         if len(pending) == cfg.log_every or index == steps_per_epoch - 1:
             record = _log_window(session, pending, epoch, step, window_images / (time.perf_counter() - window_start))
             progress.set_postfix(epoch=epoch, loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.0f}")
+            if collectives.is_main_process():
+                line = eta.after_window(step + 1, len(pending), time.perf_counter() - window_start)
+                if line:
+                    progress.write(line)
             pending, window_start, window_images = [], time.perf_counter(), 0
 
 
@@ -213,7 +248,8 @@ def _evaluate(session: Session, train_wall_s: float) -> dict:
     cfg = session.cfg
     collectives.broadcast_buffers(session.model)
     scores = evaluate_open_set(session.model, session.data, session.spec, cfg.topk, cfg.eval_batch_size,
-                               session.device, cfg.channels_last, session.show_progress, views=session.inputs.eval)
+                               session.device, run_precision(cfg, session.device), session.show_progress,
+                               views=session.inputs.eval)
     images_seen = session.inputs.train.steps_per_epoch * cfg.epochs * cfg.batch_size
     results = results_record(cfg, session.data, scores, train_wall_s, images_seen, session.device)
     if collectives.is_main_process():
