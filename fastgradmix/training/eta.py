@@ -20,6 +20,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
+from torch import nn
+
+from fastgradmix.common.precision import fast_bf16_here
+from fastgradmix.data.augment import AugmentSpec
+from fastgradmix.data.openset import OpenSetData
+from fastgradmix.distributed import collectives
+from fastgradmix.evaluation.features import extract_features
+from fastgradmix.runs.config import Config
+from fastgradmix.runs.precision import run_precision
+
+PROBE_IMAGES = 256  # at most; the evaluation's batch when smaller
+
 
 def format_duration(seconds: float) -> str:
     """'42 s', '3 min 05 s', '2 h 07 min'."""
@@ -85,3 +98,26 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
     start = time.perf_counter()
     images = fn()
     return time.perf_counter() - start, images
+
+
+def run_eta(cfg: Config, data: OpenSetData, spec: AugmentSpec, model: nn.Module, device: torch.device,
+            steps_per_epoch: int, end_epoch: int) -> RunEta:
+    """The training loop's RunEta: the evaluation's part when this invocation evaluates (no --stop-after
+    before the last epoch), probed on the bare model with the evaluation's own feature code."""
+    probe = None
+    if end_epoch == cfg.epochs:
+        images = data.train_images[:min(cfg.eval_batch_size, PROBE_IMAGES)]  # (n, C, H, W) uint8
+        precision = run_precision(cfg, device)
+
+        def embed() -> int:
+            extract_features(model, images, spec, images.shape[0], device, precision, progress=False)
+            return images.shape[0]
+
+        def probe() -> tuple[float, int]:
+            if cfg.compile:  # the eval-mode regions compile on first use: not part of the cost per image
+                embed()
+            return timed(embed)
+
+    eval_images = data.train_images.shape[0] + data.test_images.shape[0]  # the bank, then every test image
+    advice = cpu_advice(device.type, cfg.precision, fast_bf16_here(device), cfg.loader)
+    return RunEta(end_epoch * steps_per_epoch, -(-eval_images // collectives.world_size()), probe, advice)

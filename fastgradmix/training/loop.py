@@ -30,13 +30,12 @@ from fastgradmix.data.openset import OpenSetData
 from fastgradmix.distributed import collectives
 from fastgradmix.distributed.launch import AgreedError, agreed, main_print, rank_device, rank_zero_first, wrap_model
 from fastgradmix.evaluation.bank_scorer import evaluate_open_set
-from fastgradmix.evaluation.features import extract_features
 from fastgradmix.runs.config import Config
 from fastgradmix.runs.precision import resolve_run_config, run_precision
 from fastgradmix.runs.rebuild import build_run_model, load_run_data
 from fastgradmix.training import run_files
 from fastgradmix.training.compile import compile_regions
-from fastgradmix.training.eta import RunEta, cpu_advice, timed
+from fastgradmix.training.eta import RunEta, run_eta
 from fastgradmix.training.results import print_table, results_record
 from fastgradmix.training.schedule import cosine_lr
 from fastgradmix.training.step import TrainStep, build_optimizer
@@ -164,7 +163,7 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
     progress = tqdm(total=steps_per_epoch * cfg.epochs, initial=start_epoch * steps_per_epoch, desc="train",
                     unit="step", disable=not session.show_progress, dynamic_ncols=True)
     session.model.train()
-    eta = _run_eta(session, end_epoch)
+    eta = run_eta(cfg, session.data, session.spec, session.model, session.device, steps_per_epoch, end_epoch)
     for epoch in range(start_epoch, end_epoch):
         epoch_start = time.perf_counter()
         _train_epoch(session, epoch, progress, eta)
@@ -174,29 +173,6 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
         collectives.barrier()  # an epoch ends on every rank once its checkpoint is on disk
     progress.close()
     return train_wall_s
-
-
-def _run_eta(session: Session, end_epoch: int) -> RunEta:
-    """The expected-time line (training/eta.py); the evaluation's part when this invocation evaluates."""
-    cfg, data = session.cfg, session.data
-    probe = None
-    if end_epoch == cfg.epochs:  # the run ends in this invocation: it evaluates
-        images = data.train_images[:min(cfg.eval_batch_size, 256)]  # (n, C, H, W) uint8
-
-        def embed() -> int:
-            extract_features(session.model, images, session.spec, images.shape[0], session.device,
-                             run_precision(cfg, session.device), progress=False)
-            return images.shape[0]
-
-        def probe() -> tuple[float, int]:
-            if cfg.compile:  # the eval-mode regions compile on first use: not part of the cost per image
-                embed()
-            return timed(embed)
-
-    eval_images = data.train_images.shape[0] + data.test_images.shape[0]
-    advice = cpu_advice(session.device.type, cfg.precision, fast_bf16_here(session.device), cfg.loader)
-    return RunEta(end_epoch * session.inputs.train.steps_per_epoch, -(-eval_images // collectives.world_size()),
-                  probe, advice)
 
 
 def _train_epoch(session: Session, epoch: int, progress: tqdm, eta: RunEta) -> None:
