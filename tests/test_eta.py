@@ -7,13 +7,14 @@ import re
 import pytest
 
 from fastgradmix.train import main as train_main
-from fastgradmix.training.eta import RunEta, cpu_advice, format_duration
+from fastgradmix.training.eta import RunEta, about, cpu_advice, format_duration
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (42.4, "42 s"), (59.6, "1 min 00 s"), (185, "3 min 05 s"),
-                                           (7620, "2 h 07 min"), (-3, "0 s")])
+@pytest.mark.parametrize("seconds, text", [(0.2, "0 s"), (0.6, "1 s"), (42.4, "42 s"), (59.6, "1 min 00 s"),
+                                           (185, "3 min 05 s"), (7620, "2 h 07 min"), (-3, "0 s")])
 def test_durations_read_as_a_person_would_say_them(seconds, text):
     assert format_duration(seconds) == text
+    assert about(seconds) == ("under 1 s" if seconds < 0.5 else f"about {text}")
 
 
 def test_cpu_advice_names_only_faster_settings_not_in_use():
@@ -41,7 +42,7 @@ def test_the_line_comes_once_after_the_second_window_from_its_rate():
 
 def test_a_run_of_one_window_still_gets_its_line_and_no_probe_without_evaluation():
     eta = RunEta(end_step=5, eval_images=10, probe=None, advice=[])
-    assert eta.after_window(5, 5, 1.0) == "expected: training about 0 s more (200 ms per step, 0 steps left)"
+    assert eta.after_window(5, 5, 1.0) == "expected: training under 1 s more (200 ms per step, 0 steps left)"
 
 
 def test_a_training_run_prints_the_line_with_the_cpu_advice(tmp_path, capsys, monkeypatch):
@@ -52,7 +53,7 @@ def test_a_training_run_prints_the_line_with_the_cpu_advice(tmp_path, capsys, mo
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("expected:")]
     assert len(lines) == 1, lines
     # 5 steps, windows of 2, 2 and 1 steps: the line after the second window, 1 step left; 754 + 540 images
-    duration = r"\d+ (s|min \d\d s|h \d\d min)"
-    assert re.fullmatch(rf"expected: training about {duration} more \(\d+ ms per step, 1 steps left\), then "
-                        rf"evaluation about {duration} \(1294 images\); faster on this CPU: --precision auto .*",
+    duration = r"(under 1 s|about \d+ (s|min \d\d s|h \d\d min))"
+    assert re.fullmatch(rf"expected: training {duration} more \(\d+ ms per step, 1 steps left\), then "
+                        rf"evaluation {duration} \(1294 images\); faster on this CPU: --precision auto .*",
                         lines[0]), lines[0]

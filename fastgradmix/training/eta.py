@@ -44,6 +44,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def about(seconds: float) -> str:
+    """'about 42 s', or 'under 1 s'."""
+    return "under 1 s" if seconds < 0.5 else f"about {format_duration(seconds)}"
+
+
 def cpu_advice(device_type: str, precision: str, fast_bf16: bool, loader: str) -> list[str]:
     """The faster settings a CPU run does not use (none on a GPU)."""
     if device_type != "cpu":
@@ -81,11 +86,11 @@ class RunEta:
         self.done = True
         per_step = window_seconds / max(window_steps, 1)
         steps_left = max(self.end_step - steps_done, 0)
-        parts = [f"expected: training about {format_duration(per_step * steps_left)} more "
+        parts = [f"expected: training {about(per_step * steps_left)} more "
                  f"({per_step * 1e3:.0f} ms per step, {steps_left} steps left)"]
         if self.probe is not None:
             seconds, images = self.probe()
-            parts.append(f"evaluation about {format_duration(seconds / max(images, 1) * self.eval_images)} "
+            parts.append(f"evaluation {about(seconds / max(images, 1) * self.eval_images)} "
                          f"({self.eval_images} images)")
         line = ", then ".join(parts)
         if self.advice:
