@@ -12,8 +12,8 @@ bf16 support. Other CPUs run bf16 convolutions through conversions, slower than 
 variable FASTGRADMIX_FAST_BF16=1 (or 0) overrides the detection, e.g. in a virtual machine that hides the
 CPU flags (the test suite sets 0, so that ``auto`` means fp32 in its runs on every machine).
 
-channels_last only pays together with bf16/fp16: in fp32 on a CPU it made the step slower, not faster
-(measured on the GradMix step, README "Speed on a CPU"), so fp32 stays NCHW unless asked.
+fp32 stays NCHW unless asked: it is the reference path, and channels_last selects other convolution
+kernels whose sums differ in the last bits (README "Precision, and speed on a CPU" has the measured gains).
 """
 
 from __future__ import annotations
