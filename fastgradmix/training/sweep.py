@@ -9,7 +9,6 @@ and their mean +- sample standard deviation (ddof = 1; 0 for a single split).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from fastgradmix.distributed.collectives import is_main_process
 from fastgradmix.distributed.launch import main_print
 from fastgradmix.runs.config import Config, merge, validate
 from fastgradmix.runs.folder import read_saved_config
+from fastgradmix.runs.results_schema import read_results_file
 
 METRICS = (("auroc", "AUROC"), ("closed_acc", "closed-set accuracy"))
 
@@ -46,10 +46,11 @@ def _split_config(cfg: Config, explicit: dict, split: int, split_dir: Path) -> C
 
 
 def _read_results(path: Path) -> dict:
+    """A finished split's results.json, checked (runs/results_schema.py): its numbers enter the sweep's table."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"--split all: cannot read {path} ({err}); delete it to rerun that split") from None
+        return read_results_file(path)
+    except UserError as err:
+        raise UserError(f"--split all: {err}; delete it to rerun that split") from None
 
 
 def summarise(cfg: Config, per_split: list[dict]) -> dict:
