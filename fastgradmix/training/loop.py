@@ -196,10 +196,10 @@ def _log_window(session: Session, pending: list[dict[str, torch.Tensor]], epoch:
                 images_per_s: float) -> dict:
     """The only read-backs of the loop: the losses of the last log_every steps (averaged over the ranks: the
     global batch's losses) and the step timing (rank 0's); one metrics.jsonl line."""
-    means, bad_offset = read_losses(pending)
+    means, bad_offset, bad_terms = read_losses(pending)
     if bad_offset is not None:  # the same averaged values on every rank: all stop together
         raise AgreedError(non_finite_message(session.cfg, step - len(pending) + 1 + bad_offset, epoch,
-                                             session.run_dir))
+                                             session.run_dir, bad_terms))
     record = {"epoch": epoch, "step": step, **means, "lr": session.step_fn.optimizer.param_groups[0]["lr"],
               "images_per_s": images_per_s, **session.step_fn.read_log_fields()}
     if collectives.is_main_process():
