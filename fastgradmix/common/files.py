@@ -80,6 +80,28 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def append_line(path: Path, line: str) -> None:
+    """Appends ``line`` and a newline to a log file (metrics.jsonl). A refused write cuts the file back to
+    its previous length, so no partial line stays, and is one UserError line."""
+    path = Path(path)
+    data = (line + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _default_mode())
+    except OSError as error:
+        raise UserError(f"cannot write {path} ({error.strerror})") from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as error:
+            os.ftruncate(fd, size)
+            raise UserError(f"cannot write {path} ({error.strerror}); its earlier lines are intact") from None
+    finally:
+        os.close(fd)
+
+
 def json_text(value: Any, path: Path | str = "JSON", indent: int | None = 2) -> str:
     """Standard JSON (no NaN/Infinity literals); a non-finite number is a UserError naming its key."""
     try:

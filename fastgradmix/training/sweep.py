@@ -21,6 +21,7 @@ from fastgradmix.distributed.launch import main_print
 from fastgradmix.runs.config import Config, merge, validate
 from fastgradmix.runs.folder import read_saved_config
 from fastgradmix.runs.results_schema import read_results_file
+from fastgradmix.training.run_files import locked_folder
 
 METRICS = (("auroc", "AUROC"), ("closed_acc", "closed-set accuracy"))
 
@@ -84,9 +85,15 @@ def to_markdown(summary: dict) -> str:
 
 
 def run_all_splits(cfg: Config, explicit: dict, train: Callable[[Config], dict]) -> dict:
-    """Runs (or skips, or resumes) every split with ``train``, then writes summary.md and summary.json."""
-    n_splits = protocol_splits(cfg.protocol)
+    """Runs (or skips, or resumes) every split with ``train``, then writes summary.md and summary.json.
+    The sweep's folder is locked throughout (each split's run locks its own split<k>/ as well)."""
     base = Path(cfg.run_dir_name())
+    with locked_folder(base, "fastgradmix.train --split all"):
+        return _run_all_splits_locked(cfg, explicit, train, base)
+
+
+def _run_all_splits_locked(cfg: Config, explicit: dict, train: Callable[[Config], dict], base: Path) -> dict:
+    n_splits = protocol_splits(cfg.protocol)
     per_split = []
     for split in range(n_splits):
         split_dir = base / f"split{split}"
