@@ -60,8 +60,8 @@ def likely_causes(cfg: Config, step: int) -> list[str]:
     if step > 0:
         causes.append(f"the learning rate (--lr {cfg.lr}) is too high, lower it")
     if not causes:
-        causes.append("the first step's forward pass itself (no update had happened: not --lr); check the "
-                      "data and the loss options")
+        causes.append("the first step's forward pass itself (no update had happened yet, so not the learning rate); "
+                      "check the data and the loss options")
     return causes
 
 
