@@ -209,3 +209,16 @@ def test_likely_causes_blame_the_learning_rate_only_after_an_update():
     moco = likely_causes(Config(method="moco", moco_temperature=1e-9), step=0)
     assert moco[0].startswith("--moco-temperature 1e-09 is tiny")
     assert likely_causes(Config(amp=True, amp_dtype="fp16"), step=3)[0].startswith("fp16 overflowed")
+
+
+def test_resume_keeps_whole_metrics_lines_and_refuses_a_damaged_one(tmp_path):
+    from fastgradmix.training.run_files import truncate_metrics
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 0, "loss": 1.5}\n{"step": 10}\n\n{"step": 11}\n')
+    truncate_metrics(log, 11)
+    assert log.read_text() == '{"step": 0, "loss": 1.5}\n{"step": 10}\n'
+    log.write_text('{"step": 0}\n{"step": "ten"}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl line 2: step: must be int, got str \"ten\"; fix or delete"):
+        truncate_metrics(log, 11)
+    assert log.read_text() == '{"step": 0}\n{"step": "ten"}\n'

@@ -7,7 +7,6 @@ logged window; on resume the lines of the interrupted epoch are dropped, since i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from torch import nn
 from fastgradmix import __version__
 from fastgradmix.common.errors import UserError
 from fastgradmix.common.files import write_text
+from fastgradmix.common.schema import Field, check, parse_json_text
 from fastgradmix.distributed.collectives import is_main_process
 from fastgradmix.distributed.launch import agreed
 from fastgradmix.runs import lock
@@ -75,13 +75,29 @@ def save(run_dir: Path, cfg: Config, model: nn.Module, step_fn, epochs_done: int
         raise UserError(f"{err}; once it can be written, continue with --resume --out {run_dir}") from None
 
 
+_METRICS_LINE = {"step": Field("int", low=0)}  # all a resume reads back from metrics.jsonl
+
+
 def truncate_metrics(path: Path, keep_below_step: int) -> None:
     """On resume, drop log lines of the epoch that was interrupted; it is replayed from its start."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip()
-            and json.loads(line)["step"] < keep_below_step]
-    write_text(path, "".join(line + "\n" for line in kept))
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror})") from None
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            record = check(parse_json_text(line, where), _METRICS_LINE, where)
+        except UserError as err:
+            raise UserError(f"{err}; fix or delete that line, then resume again") from None
+        if record["step"] < keep_below_step:
+            kept.append(line.decode() + "\n")
+    write_text(path, "".join(kept))
 
 
 def remove_later_snapshots(run_dir: Path, start_epoch: int) -> None:
