@@ -15,7 +15,6 @@ missing, so the grid can be stopped and restarted at any time. The table goes to
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from fastgradmix import __version__
 from fastgradmix.common.files import write_bytes, write_json
 from fastgradmix.evaluate import main as evaluate_main
 from fastgradmix.runs.config import AUGMENTATIONS, METHODS
+from fastgradmix.runs.results_schema import read_results_file
 from fastgradmix.train import main as train_main
 
 COLUMNS = ("AUROC", "closed-set acc.", "ID (encoder)", "ID (head)", "S_M(0.1)", "train time (s)")
@@ -81,12 +81,12 @@ def run_one(folder: Path, options: list[str], args, extra: list[str]) -> dict | 
             train_main([*base, *options, *extra, *common])
     if not (folder / "results.json").is_file():
         return None
-    results = json.loads((folder / "results.json").read_text())
+    results = read_results_file(folder / "results.json")
     diversity = results.get("evaluation", {}).get("diversity")
     if diversity is None or diversity["settings"].get("checkpoint_epoch") != results["epochs"]:
         print(f"ablation: evaluating the diversity of {folder}", flush=True)
         evaluate_main(["--run", str(folder), "--tasks", "diversity", "--area-range", "1e-3,0.5", *common])
-        results = json.loads((folder / "results.json").read_text())
+        results = read_results_file(folder / "results.json")
     return results
 
 

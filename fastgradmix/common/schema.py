@@ -34,6 +34,8 @@ class Field:
     required: bool = True
     nullable: bool = False
     item: Field | None = None  # lists: every element
+    also: tuple = ()  # literal values accepted besides the kind (a split index, or "all")
+    above: float | None = None  # exclusive lower bound for int/float (a temperature > 0)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -109,6 +111,8 @@ def _is_kind(value: Any, kind: str) -> bool:
 
 
 def _check_value(value: Any, field: Field, where: str) -> None:
+    if any(value == literal and type(value) is type(literal) for literal in field.also):
+        return
     if value is None:
         if field.nullable:
             return
@@ -123,6 +127,8 @@ def _check_value(value: Any, field: Field, where: str) -> None:
     what = "length" if field.kind in ("str", "list") else "value"
     if size is not None and field.low is not None and size < field.low:
         raise UserError(f"{where}: {what} must be >= {field.low}, got {_short(value)}")
+    if field.above is not None and field.kind in ("int", "float") and value <= field.above:
+        raise UserError(f"{where}: value must be > {field.above}, got {_short(value)}")
     if size is not None and field.high is not None and size > field.high:
         raise UserError(f"{where}: {what} must be <= {field.high}, got {_short(value)}")
     if field.kind == "list" and field.item is not None:
@@ -146,3 +152,21 @@ def check(document: Any, schema: dict[str, Field], label: str) -> dict:
             continue
         _check_value(document[key], field, f"{label}: {key}")
     return document
+
+
+def first_non_finite(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite float in a JSON-like value ("auroc", "splits[2].auroc"),
+    or None when every number is finite (the reader refuses NaN literals, but 1e999 parses as infinity)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where or "the value")
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for item_where, item in items:
+        found = first_non_finite(item, item_where)
+        if found is not None:
+            return found
+    return None

@@ -10,7 +10,6 @@ global batch, logged losses are averaged over the ranks, and rank 0 alone prints
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from fastgradmix.common.device import resolve_device
 from fastgradmix.common.errors import UserError
-from fastgradmix.common.files import write_json
+from fastgradmix.common.files import append_line, json_text, write_json
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.loaders.pipeline import InputPipeline, build_input_pipeline
 from fastgradmix.data.loaders.sharding import GRADMIX_STREAM, seeded_generator
@@ -63,6 +62,12 @@ class Session:
 
 
 def train(cfg: Config) -> dict:
+    # the run folder is locked for the run's life, before its "already holds a run?" check (runs/lock.py)
+    with run_files.locked_folder(Path(cfg.run_dir_name()), PROG):
+        return _train_locked(cfg)
+
+
+def _train_locked(cfg: Config) -> dict:
     session = _set_up(cfg)
     # a global batch has the same size whatever the world size, so steps per epoch (and the step numbers of
     # metrics.jsonl) are too: a run resumes with any number of processes that divides the batch
@@ -196,15 +201,15 @@ def _log_window(session: Session, pending: list[dict[str, torch.Tensor]], epoch:
                 images_per_s: float) -> dict:
     """The only read-backs of the loop: the losses of the last log_every steps (averaged over the ranks: the
     global batch's losses) and the step timing (rank 0's); one metrics.jsonl line."""
-    means, bad_offset = read_losses(pending)
+    means, bad_offset, bad_terms = read_losses(pending)
     if bad_offset is not None:  # the same averaged values on every rank: all stop together
         raise AgreedError(non_finite_message(session.cfg, step - len(pending) + 1 + bad_offset, epoch,
-                                             session.run_dir))
+                                             session.run_dir, bad_terms))
     record = {"epoch": epoch, "step": step, **means, "lr": session.step_fn.optimizer.param_groups[0]["lr"],
               "images_per_s": images_per_s, **session.step_fn.read_log_fields()}
     if collectives.is_main_process():
-        with (session.run_dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        metrics = session.run_dir / "metrics.jsonl"
+        append_line(metrics, json_text(record, metrics, indent=None))
     return record
 
 
