@@ -12,11 +12,11 @@ import torch
 from tqdm import tqdm
 
 from fastgradmix.common.errors import UserError
-from fastgradmix.evaluation.bank_scorer import BankScorer
 from fastgradmix.evaluation.corruptions import CORRUPTIONS, corrupt
 from fastgradmix.evaluation.corruptions.released import CIFAR10_CLASSES, load_cifar10_c
 from fastgradmix.evaluation.metrics import closed_set_accuracy
 from fastgradmix.evaluation.osr_tasks import cap_rows
+from fastgradmix.evaluation.scoring import Scorer
 
 CORRUPTION_CHUNK = 1000  # images corrupted per call; fixed so results do not depend on --batch-size
 
@@ -26,7 +26,7 @@ def corruption_seed(seed: int, name: str, severity: int, chunk: int) -> int:
     return int(np.random.SeedSequence([seed, CORRUPTIONS.index(name), severity, chunk]).generate_state(1)[0])
 
 
-def corrupted_accuracy(scorer: BankScorer, images: torch.Tensor, labels: torch.Tensor, name: str, severity: int,
+def corrupted_accuracy(scorer: Scorer, images: torch.Tensor, labels: torch.Tensor, name: str, severity: int,
                        seed: int, table: str | None) -> float:
     """Top-k accuracy on ``images`` (N, C, H, W) uint8 after corruption ``name`` at ``severity``."""
     correct = 0
@@ -46,7 +46,7 @@ def summarise_corruption(clean_acc: float, accuracy: dict[str, list[float]]) -> 
             "overall_mean_drop": float(np.mean(list(mean_drop.values())))}
 
 
-def corruption_task(scorer: BankScorer, images: torch.Tensor, labels: torch.Tensor, clean_acc: float,
+def corruption_task(scorer: Scorer, images: torch.Tensor, labels: torch.Tensor, clean_acc: float,
                     names: list[str], severities: list[int], seed: int, table: str | None,
                     progress: bool = True) -> dict:
     """Accuracy drop of the top-k classifier under the generated corruptions, known test images only."""
@@ -61,7 +61,7 @@ def corruption_task(scorer: BankScorer, images: torch.Tensor, labels: torch.Tens
     return {**summarise_corruption(clean_acc, accuracy), "severities": severities, "n": int(labels.numel())}
 
 
-def released_corruption_task(scorer: BankScorer, directory: str, known_classes: list[str], clean_acc: float,
+def released_corruption_task(scorer: Scorer, directory: str, known_classes: list[str], clean_acc: float,
                              names: list[str], severities: list[int], limit: int, seed: int,
                              progress: bool = True) -> dict:
     """Accuracy drop on the released CIFAR-10-C arrays, keeping the images of the run's known classes."""

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from fastgradmix.common.cli import OneLineParser
 from fastgradmix.common.errors import UserError
-from fastgradmix.evaluation.bank_scorer import SCORES
 from fastgradmix.evaluation.corruptions import CORRUPTIONS, TABLES
 from fastgradmix.evaluation.corruptions.released import check_cifar10_c
 from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, area_thresholds
 from fastgradmix.evaluation.linear_task import FEATURE_KINDS
 from fastgradmix.evaluation.out_sets import check_out_set_names
+from fastgradmix.runs.config import SCORES
 
 PROG = "fastgradmix.evaluate"
 TASKS = ("osr", "closed", "ood", "corruption", "linear", "diversity")
@@ -34,7 +34,7 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS  # in the order given
     from_all: bool = True  # the tasks came from "all": those a run cannot do are skipped with a note
     topk: int | None = None  # None: the run's
-    score: str = "sum"
+    score: str = "auto"  # auto: the run's --score (msp for --method ce, sum otherwise)
     ood_out: tuple[str, ...] = ()  # (): the protocol's default pairing
     corruptions: tuple[str, ...] = CORRUPTIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # sorted, distinct
@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, help="run folder (config.json + last.pt), or a --split all folder")
     parser.add_argument("--tasks", default="all", help=f"comma-separated: {','.join(TASKS)}, or all (default)")
     parser.add_argument("--topk", type=int, help="k of the top-k class similarity (default: the run's)")
-    parser.add_argument("--score", choices=SCORES, default="sum",
-                        help="open-set score: sum (Algorithm 1) or normalized (class scores / their sum, as the "
-                             "published code)")
+    parser.add_argument("--score", choices=SCORES, default="auto",
+                        help="open-set score: sum (Algorithm 1's top-k similarity), normalized (class scores / "
+                             "their sum, as the published code), msp (maximum softmax probability) or mls (maximum "
+                             "logit) of a --method ce run's classifier; auto (default): the run's")
     parser.add_argument("--ood-out", default="", help="out-sets for ood, comma-separated: an OOD protocol "
                         "(e.g. cifar10-vs-svhn), folder:PATH (ImageFolder tree), noise:uniform, noise:gaussian "
                         "(default: the protocol's pairing)")
