@@ -92,7 +92,8 @@ def run_one(folder: Path, options: list[str], args, extra: list[str]) -> dict | 
     diversity = results.get("evaluation", {}).get("diversity")
     if diversity is None or diversity["settings"].get("checkpoint_epoch") != results["epochs"]:
         print(f"ablation: evaluating the diversity of {folder}", flush=True)
-        evaluate_main(["--run", str(folder), "--tasks", "diversity", "--area-range", "1e-3,0.5", *common])
+        evaluate_main(["--run", str(folder), "--tasks", "diversity", "--area-range", "1e-3,0.5",
+                       "--area-maps", "normalized", *common])
         results = json.loads((folder / "results.json").read_text())
     return results
 

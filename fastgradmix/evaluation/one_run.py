@@ -21,7 +21,8 @@ from fastgradmix.data.openset import OpenSetData
 from fastgradmix.evaluation.bank_scorer import BankScorer, Scored
 from fastgradmix.evaluation.corruption_task import corruption_task, released_corruption_task
 from fastgradmix.evaluation.corruptions import table_for_side
-from fastgradmix.evaluation.diversity_task import diversity_task, grid_rows, score_cam_maps
+from fastgradmix.evaluation.corruptions.weather import frost_source
+from fastgradmix.evaluation.diversity_task import cam_map_sizes, diversity_task, grid_rows, score_cam_maps
 from fastgradmix.evaluation.features import extract_features
 from fastgradmix.evaluation.linear_task import checkpoints_over_epochs, linear_task, snapshot_loader
 from fastgradmix.evaluation.options import EvalConfig
@@ -169,9 +170,10 @@ def _corruption(setup: RunSetup, clean_acc: float) -> dict:
     table = None if options.corruption_table == "auto" else options.corruption_table
     images, labels = setup.known_images, setup.known_labels
     result = corruption_task(scorer, images, labels, clean_acc, names, severities, options.seed, table,
-                             options.progress)
+                             options.progress, options.glass_swap)
     table = table or table_for_side(max(images.shape[-2:]))
-    return {**result, "source": f"generated (seed {options.seed})", "table": table, "settings": setup.settings}
+    return {**result, "source": f"generated (seed {options.seed})", "table": table, "glass_swap": options.glass_swap,
+            "frost": frost_source(), "settings": setup.settings}
 
 
 def _linear(setup: RunSetup) -> dict:
@@ -204,22 +206,32 @@ def _topk_scorer(setup: RunSetup) -> BankScorer:
 
 
 def _diversity(setup: RunSetup) -> tuple[dict, dict]:
-    """TwoNN of the known test features, S_M(tau) of their LayerCAM maps, and the maps of the grid's images."""
-    cfg, data, progress = setup.run.cfg, setup.data, setup.options.progress
+    """TwoNN of the known test features (or per class of the training features), S_M(tau) of the known test
+    images' LayerCAM maps (raw or normalised), and the (normalised) maps of the grid's images."""
+    cfg, data, options, progress = setup.run.cfg, setup.data, setup.options, setup.options.progress
     layers = cfg.cam_layer_list()
     scorer = _topk_scorer(setup)
-    encoder = extract_features(setup.model.encoder, setup.known_images, setup.spec, setup.batch_size, setup.device,
+    per_class = options.id_features == "train-per-class"
+    id_images = data.train_images if per_class else setup.known_images  # the bank's images (--max-bank)
+    encoder = extract_features(setup.model.encoder, id_images, setup.spec, setup.batch_size, setup.device,
                                cfg.channels_last, desc="encoder features", progress=progress)
-    head = scorer.features(setup.known_images, "head features")
+    head = scorer.bank if per_class else scorer.features(setup.known_images, "head features")
 
-    def cam(images: torch.Tensor, desc: str) -> torch.Tensor:
+    def cam(images: torch.Tensor, desc: str, kind: str) -> torch.Tensor:
         return score_cam_maps(scorer.model, images, setup.spec, layers, scorer.bank, scorer.bank_labels,
                               data.num_known, scorer.topk, setup.batch_size, setup.device, cfg.channels_last,
-                              progress, desc)
+                              progress, desc, kind)
 
-    result = diversity_task(encoder, head, cam(setup.known_images, "CAM maps"), layers, setup.options.area_thresholds)
-    rows = grid_rows(data.test_labels, setup.options.cam_grid)
+    if options.area_maps == "raw":
+        map_size = cam_map_sizes(scorer.model, layers, data.channels, cfg.image_size, setup.device)
+    else:
+        map_size = f"{cfg.image_size}x{cfg.image_size} (upsampled)"
+    result = diversity_task(encoder, head, cam(setup.known_images, "CAM maps", options.area_maps), layers,
+                            options.area_thresholds, options.area_maps,
+                            id_labels=data.train_labels if per_class else None, class_names=data.known_classes,
+                            map_size=map_size)
+    rows = grid_rows(data.test_labels, options.cam_grid)
     labels = data.test_labels[rows].tolist()
-    grid = {"images": data.test_images[rows], "maps": cam(data.test_images[rows], "CAM grid"),
+    grid = {"images": data.test_images[rows], "maps": cam(data.test_images[rows], "CAM grid", "normalized"),
             "captions": [data.known_classes[label] if label >= 0 else "unknown" for label in labels]}
     return result, {"thresholds": result["thresholds"], "area": result["activated_area"], "grid": grid}
