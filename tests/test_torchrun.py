@@ -41,7 +41,7 @@ def _single_process_scores(run: Path) -> dict:
     """The checkpoint evaluated in this (single) process: the reference for the ranks' sharded evaluation."""
     from fastgradmix.data.augment import AugmentSpec
     from fastgradmix.data.protocols import build_protocol
-    from fastgradmix.evaluation.bank_scorer import evaluate_open_set
+    from fastgradmix.evaluation.scoring import evaluate_open_set
     from fastgradmix.models import build_model
 
     cfg = json.loads((run / "config.json").read_text())

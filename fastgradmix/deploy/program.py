@@ -1,4 +1,5 @@
-"""The model folder's compiled program: the encoder + head through torch.export and AOTInductor into a .pt2
+"""The model folder's compiled program: the features Algorithm 1 scores (a model's ``embedder()``: encoder + head, or a
+--method ce run's normalised pooled features) through torch.export and AOTInductor into a .pt2
 package (one per device type), checked against the eager model, and loaded back onto a device.
 
 The program maps normalised images (N, C, S, S) float32, any batch size N >= 1, to L2-normalised
@@ -13,17 +14,17 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from fastgradmix.common.errors import UserError
 from fastgradmix.deploy.aoti import aoti_api
-from fastgradmix.models import ContrastiveModel
 
 # the compiled program must reproduce the eager features this closely (fp32, L2-normalised outputs); on
 # CUDA both may run convolutions in TF32 (cuDNN's default), through different kernels
 PROGRAM_TOLERANCE = {"cpu": 1e-4, "cuda": 1e-2}
 
 
-def compile_program(model: ContrastiveModel, channels: int, image_size: int, device: torch.device,
+def compile_program(model: nn.Module, channels: int, image_size: int, device: torch.device,
                     package_path: Path) -> float:
     """torch.export with a dynamic batch, then AOTInductor into ``package_path``; returns the max error
     of the compiled program against the eager model on a random batch (a self-check of the export)."""
@@ -41,7 +42,7 @@ def compile_program(model: ContrastiveModel, channels: int, image_size: int, dev
     return error
 
 
-def compile_checked(model: ContrastiveModel, channels: int, image_size: int, device_type: str,
+def compile_checked(model: nn.Module, channels: int, image_size: int, device_type: str,
                     package_path: Path) -> dict:
     """compile_program, failing in one line when the program is off by more than PROGRAM_TOLERANCE;
     returns the compile report of model.json: seconds taken and the max error against the eager model."""

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from fastgradmix.common.cli import OneLineParser
 from fastgradmix.common.errors import UserError
-from fastgradmix.evaluation.bank_scorer import SCORES
-from fastgradmix.evaluation.corruptions import CORRUPTIONS, TABLES
+from fastgradmix.evaluation.corruptions import CORRUPTIONS, GLASS_SWAPS, TABLES
 from fastgradmix.evaluation.corruptions.released import check_cifar10_c
 from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, area_thresholds
+from fastgradmix.evaluation.diversity_task import AREA_MAPS, ID_FEATURES
 from fastgradmix.evaluation.linear_task import FEATURE_KINDS
 from fastgradmix.evaluation.out_sets import check_out_set_names
+from fastgradmix.runs.config import SCORES
 
 PROG = "fastgradmix.evaluate"
 TASKS = ("osr", "closed", "ood", "corruption", "linear", "diversity")
@@ -34,15 +35,18 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS  # in the order given
     from_all: bool = True  # the tasks came from "all": those a run cannot do are skipped with a note
     topk: int | None = None  # None: the run's
-    score: str = "sum"
+    score: str = "auto"  # auto: the run's --score (msp for --method ce, sum otherwise)
     ood_out: tuple[str, ...] = ()  # (): the protocol's default pairing
     corruptions: tuple[str, ...] = CORRUPTIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # sorted, distinct
     corruption_table: str = "auto"
     corruption_data: str = ""  # the released CIFAR-10-C folder ("": generate the corruptions)
+    glass_swap: str = "released"  # glass blur's pixel "swap" as the released data sets (a copy), or "true"
     compare: str = ""  # another run folder ("": none)
     linear_features: str = "encoder"
     area_thresholds: tuple[float, ...] = DEFAULT_AREA_THRESHOLDS
+    area_maps: str = "raw"  # S_M of the raw maps at the CAM layers' resolution (eq. 7), or "normalized"
+    id_features: str = "test"  # TwoNN of the known test features, or "train-per-class" (ID.py's Table 1)
     cam_grid: int = 8
     max_images: int = 0
     max_bank: int = 0
@@ -63,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, help="run folder (config.json + last.pt), or a --split all folder")
     parser.add_argument("--tasks", default="all", help=f"comma-separated: {','.join(TASKS)}, or all (default)")
     parser.add_argument("--topk", type=int, help="k of the top-k class similarity (default: the run's)")
-    parser.add_argument("--score", choices=SCORES, default="sum",
-                        help="open-set score: sum (Algorithm 1) or normalized (class scores / their sum, as the "
-                             "published code)")
+    parser.add_argument("--score", choices=SCORES, default="auto",
+                        help="open-set score: sum (Algorithm 1's top-k similarity), normalized (class scores / "
+                             "their sum, as the published code), msp (maximum softmax probability) or mls (maximum "
+                             "logit) of a --method ce run's classifier; auto (default): the run's")
     parser.add_argument("--ood-out", default="", help="out-sets for ood, comma-separated: an OOD protocol "
                         "(e.g. cifar10-vs-svhn), folder:PATH (ImageFolder tree), noise:uniform, noise:gaussian "
                         "(default: the protocol's pairing)")
@@ -75,12 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parameter table: auto = CIFAR-10-C up to 48 px, Tiny-ImageNet-C above")
     parser.add_argument("--corruption-data", default="", help="folder of the released CIFAR-10-C "
                         "(<corruption>.npy + labels.npy): use it instead of generating corruptions")
+    parser.add_argument("--glass-swap", choices=GLASS_SWAPS, default="released",
+                        help="generated glass blur: released (default) reproduces the released CIFAR-10-C / "
+                             "Tiny-ImageNet-C, whose scripts' in-place NumPy swap copies one pixel onto the other "
+                             "(numpy issue 14428); true exchanges the two pixels")
     parser.add_argument("--compare", default="", help="another run (e.g. without GradMix): its corruption "
                         "robustness and feature diversity side by side with this run's")
     parser.add_argument("--linear-features", choices=FEATURE_KINDS, default="encoder",
                         help="linear: the encoder's pooled features (default) or the projection head's outputs")
     parser.add_argument("--area-range", default="1e-5,1e-3", help="diversity: LOW,HIGH of the activated-area "
-                        "thresholds tau (9, log-spaced; the maps are normalised to a maximum of 1)")
+                        "thresholds tau (9, log-spaced)")
+    parser.add_argument("--area-maps", choices=AREA_MAPS, default="raw",
+                        help="diversity: S_M counts pixels of the raw LayerCAM maps at the CAM layers' resolution "
+                             "(the paper's eq. 7, default) or of the maps normalised to a maximum of 1 and upsampled "
+                             "to the input size")
+    parser.add_argument("--id-features", choices=ID_FEATURES, default="test",
+                        help="diversity: intrinsic dimension of the known test images' features (default), or per "
+                             "known class of the training images' features, averaged over the classes (the "
+                             "published code's Table 1)")
     parser.add_argument("--cam-grid", type=int, default=8, help="diversity: test images in the LayerCAM grid "
                         "(half known, half unknown when the protocol has unknowns)")
     parser.add_argument("--max-images", type=int, default=0, help="evaluate at most N images of each test set "
@@ -119,8 +136,10 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
     return EvalConfig(
         run=args.run, tasks=tuple(tasks), from_all=from_all, topk=args.topk, score=args.score, ood_out=ood_out,
         corruptions=tuple(corruptions), severities=tuple(severities), corruption_table=args.corruption_table,
-        corruption_data=args.corruption_data, compare=args.compare, linear_features=args.linear_features,
-        area_thresholds=tuple(thresholds), cam_grid=args.cam_grid, max_images=args.max_images,
+        corruption_data=args.corruption_data, glass_swap=args.glass_swap, compare=args.compare,
+        linear_features=args.linear_features,
+        area_thresholds=tuple(thresholds), area_maps=args.area_maps, id_features=args.id_features,
+        cam_grid=args.cam_grid, max_images=args.max_images,
         max_bank=args.max_bank, data_root=args.data_root, device=args.device, batch_size=args.batch_size,
         seed=args.seed, progress=args.progress)
 

@@ -61,8 +61,21 @@ def split_value(text: str) -> int | str:
 
 AUGMENTATIONS = ("none", "mixup", "cutmix", "gradcam-mix", "gradmix")
 # supcon+simclr: theta L_supcon + lam (L_simclr + mix); supcon: theta L_supcon (+ lam mix with a mixed view);
-# simclr: lam (L_simclr + mix); moco: lam (L_moco + mix), MoCo v2 (see training/objectives/moco.py)
-METHODS = ("supcon+simclr", "supcon", "simclr", "moco")
+# simclr: lam (L_simclr + mix); moco: lam (L_moco + mix), MoCo v2 (see training/objectives/moco.py);
+# ce: the cross-entropy baseline (a linear classifier on the pooled features, one view, no mixed view)
+METHODS = ("supcon+simclr", "supcon", "simclr", "moco", "ce")
+# the open-set score: sum / normalized are Algorithm 1's top-k similarity (any method, on the features it
+# scores); msp / mls need a classifier (--method ce): maximum softmax probability, maximum logit;
+# auto = msp for ce, sum otherwise
+SCORES = ("auto", "sum", "normalized", "msp", "mls")
+LOGIT_SCORES = ("msp", "mls")
+
+
+def resolved_score(method: str, score: str) -> str:
+    """--score with auto resolved for the method."""
+    if score == "auto":
+        return "msp" if method == "ce" else "sum"
+    return score
 
 
 @dataclass
@@ -117,6 +130,9 @@ class Config:
     seed: int = option(0, "random seed (model init, data order, augmentation, GradMix)", low=0, high=MAX_SEED)
     # evaluation
     topk: int = option(10, "k of the top-k class similarity score", low=1)
+    score: str = option("auto", "open-set score: sum (Algorithm 1's top-k similarity), normalized (class scores / "
+                        "their sum, as the published code), msp (maximum softmax probability) or mls (maximum "
+                        "logit), the last two for --method ce; auto = msp for ce, sum otherwise", SCORES)
     eval_batch_size: int = option(512, "images per evaluation batch", low=1)
     # machine
     device: str = option("auto", "auto (cuda if present), cpu or cuda", ("auto", "cpu", "cuda"))
@@ -190,6 +206,11 @@ def validate(cfg: Config) -> None:
          f"--moco-key-splits must lie in [1, images per process = {per_process}] (got {cfg.moco_key_splits})"),
         (cfg.method != "moco" or cfg.moco_queue >= cfg.batch_size,
          f"--moco-queue {cfg.moco_queue} must hold at least one step's keys (--batch-size {cfg.batch_size})"),
+        # the cross-entropy baseline: one view, no mixed view; msp / mls need its classifier
+        (cfg.method != "ce" or cfg.aug == "none",
+         f"--method ce trains without a mixed view: use --aug none (got --aug {cfg.aug})"),
+        (cfg.method == "ce" or cfg.score not in LOGIT_SCORES,
+         f"--score {cfg.score} needs a classifier's logits: train with --method ce, or use --score sum"),
     ]
     for ok, message in checks:
         if not ok:
@@ -244,4 +265,6 @@ def merge(explicit: dict[str, Any], saved: dict[str, Any] | None = None) -> Conf
         protocol = explicit.get("protocol", Config.protocol)
         values = dict(PRESETS.get(protocol, {}))
     values.update(explicit)
+    if values.get("method") == "ce" and "aug" not in explicit and saved is None:
+        values["aug"] = "none"  # the cross-entropy baseline has no mixed view: --method ce alone is enough
     return Config(**values)

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastgradmix.common.errors import UserError
 from fastgradmix.data.openset import OpenSetData
 from fastgradmix.data.protocols import build_protocol
-from fastgradmix.models import ContrastiveModel, build_model
+from fastgradmix.models import ClassifierModel, ContrastiveModel, build_model
 from fastgradmix.runs.config import Config
 
 
@@ -26,12 +26,17 @@ def load_run_data(cfg: Config, data_root: str = "", progress: bool = True, downl
 
 
 def build_run_model(cfg: Config, channels: int, checkpoint: dict | None = None, where: Path | None = None,
-                    channels_last: bool | None = None) -> ContrastiveModel:
+                    channels_last: bool | None = None, num_classes: int = 0) -> ContrastiveModel | ClassifierModel:
     """The run's model, with ``checkpoint["model"]``'s weights when given (``where`` names that file in the
-    error). ``channels_last`` defaults to the run's memory format; an exported program wants NCHW."""
+    error). ``channels_last`` defaults to the run's memory format; an exported program wants NCHW.
+    ``num_classes``: the known classes, which sizes the classifier of ``--method ce`` (required there)."""
     memory_last = cfg.channels_last if channels_last is None else channels_last
+    if cfg.method == "ce" and num_classes < 2:
+        raise ValueError(f"--method ce needs the number of known classes (>= 2) to build its classifier, got "
+                         f"{num_classes}")
     try:
-        model = build_model(cfg.arch, channels, cfg.stem, cfg.width, cfg.feature_dim, memory_last)
+        model = build_model(cfg.arch, channels, cfg.stem, cfg.width, cfg.feature_dim, memory_last,
+                            num_classes=num_classes if cfg.method == "ce" else 0)
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError, ValueError) as err:

@@ -27,8 +27,8 @@ from fastgradmix.data.loaders.sharding import GRADMIX_STREAM, seeded_generator
 from fastgradmix.data.openset import OpenSetData
 from fastgradmix.distributed import collectives
 from fastgradmix.distributed.launch import AgreedError, agreed, main_print, rank_device, rank_zero_first, wrap_model
-from fastgradmix.evaluation.bank_scorer import evaluate_open_set
-from fastgradmix.runs.config import Config
+from fastgradmix.evaluation.scoring import evaluate_open_set
+from fastgradmix.runs.config import Config, resolved_score
 from fastgradmix.runs.rebuild import build_run_model, load_run_data
 from fastgradmix.training import run_files
 from fastgradmix.training.compile import compile_regions
@@ -111,7 +111,7 @@ def _set_up(cfg: Config) -> Session:
         channels_last=cfg.channels_last))
     main_print(inputs.describe())
 
-    model = agreed(lambda: _build_model(cfg, data.channels, device))
+    model = agreed(lambda: _build_model(cfg, data.channels, data.num_known, device))
     train_model = wrap_model(model, device)  # DDP: rank 0's initial weights are broadcast to every rank
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)  # fused: one kernel, no host reads
     step_fn = agreed(lambda: TrainStep(train_model, optimizer, cfg, device))
@@ -134,9 +134,9 @@ def _load_data(cfg: Config, progress: bool) -> OpenSetData:
     return data
 
 
-def _build_model(cfg: Config, channels: int, device: torch.device) -> torch.nn.Module:
+def _build_model(cfg: Config, channels: int, num_classes: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)  # the initial weights
-    model = build_run_model(cfg, channels).to(device)
+    model = build_run_model(cfg, channels, num_classes=num_classes).to(device)  # num_classes: --method ce
     try:
         for name in cfg.cam_layer_list():
             model.cam_module(name)
@@ -218,7 +218,8 @@ def _evaluate(session: Session, train_wall_s: float) -> dict:
     cfg = session.cfg
     collectives.broadcast_buffers(session.model)
     scores = evaluate_open_set(session.model, session.data, session.spec, cfg.topk, cfg.eval_batch_size,
-                               session.device, cfg.channels_last, session.show_progress, views=session.inputs.eval)
+                               session.device, cfg.channels_last, session.show_progress,
+                               score=resolved_score(cfg.method, cfg.score), views=session.inputs.eval)
     images_seen = session.inputs.train.steps_per_epoch * cfg.epochs * cfg.batch_size
     results = results_record(cfg, session.data, scores, train_wall_s, images_seen, session.device)
     if collectives.is_main_process():
