@@ -6,16 +6,17 @@ compiled program, scored by top-k class similarity against the bank (Algorithm 1
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from fastgradmix.common.errors import UserError
-from fastgradmix.deploy.image_inputs import list_images, preprocess, read_image
+from fastgradmix.deploy.image_inputs import ImageProblem, list_images, preprocess, read_image
 from fastgradmix.deploy.model_folder import DeployedModel
-from fastgradmix.deploy.program import load_program
+from fastgradmix.deploy.printable import printable
+from fastgradmix.deploy.program import check_program_shapes, load_program
 from fastgradmix.evaluation.topk_similarity import class_topk_scores, osr_predict
 
 PROG = "fastgradmix.predict"  # the name its problem lines carry
@@ -38,7 +39,7 @@ class Prediction:
         return self.nearest_class if self.known else UNKNOWN
 
     def text(self) -> str:
-        return f"{self.path}\t{self.label}\tscore={self.score:.6f}\tthreshold={self.threshold:.6f}"
+        return f"{printable(self.path)}\t{self.label}\tscore={self.score:.6f}\tthreshold={self.threshold:.6f}"
 
     def json(self) -> str:
         return json.dumps({"path": self.path, "prediction": self.label, "known": self.known,
@@ -50,7 +51,10 @@ class Predictor:
 
     def __init__(self, model: DeployedModel, device: torch.device):
         self.model, self.device = model, device
-        self.program = load_program(model.program_path(device.type), device)
+        program_path = model.program_path(device.type)
+        self.program = load_program(program_path, device)
+        prep = model.preprocessing
+        check_program_shapes(self.program, program_path, prep.channels, prep.image_size, model.bank_features.shape[1])
         self.bank = model.bank_features.to(device)  # (N, D)
         self.bank_labels = model.bank_labels.to(device)  # (N,)
 
@@ -72,37 +76,45 @@ class Predictor:
                 for path, index, score in zip(paths, best_class, best_score, strict=True)]
 
 
+NON_FINITE = "the model gave a non-finite score (NaN or infinite features); check the model folder"
+
+
 def run_predictions(predictor: Predictor, inputs: list[str], batch_size: int, as_json: bool, out=None,
                     err=None) -> tuple[int, int]:
     """Prints a line per image on ``out`` (default stdout), problems on ``err`` (default stderr); returns
-    (scored, problems)."""
+    (scored, problems). A problem line is ``PROG: error: PATH: why`` with the path escaped (printable)."""
     out, err = out or sys.stdout, err or sys.stderr
     scored = problems = 0
     pending_paths: list[str] = []
     pending_images: list[np.ndarray] = []
 
+    def problem(path: str, why: str) -> None:
+        nonlocal problems
+        print(f"{PROG}: error: {printable(path)}: {why}", file=err)
+        problems += 1
+
     def flush() -> None:
         nonlocal scored
         if pending_paths:
             for prediction in predictor.predict(pending_paths, pending_images):
+                if not math.isfinite(prediction.score):
+                    problem(prediction.path, NON_FINITE)
+                    continue
                 print(prediction.json() if as_json else prediction.text(), file=out)
+                scored += 1
             out.flush()
-            scored += len(pending_paths)
             pending_paths.clear()
             pending_images.clear()
 
-    for path, problem in list_images(inputs):
-        if problem is None:
+    for path, listing_problem in list_images(inputs):
+        if listing_problem is not None:
+            problem(path, listing_problem)
+        else:
             try:
                 pending_images.append(read_image(path))
                 pending_paths.append(path)
-            except UserError as error:
-                problem = str(error)
-        else:
-            problem = f"{path}: {problem}"
-        if problem is not None:
-            print(f"{PROG}: error: {problem}", file=err)
-            problems += 1
+            except ImageProblem as error:
+                problem(path, str(error))
         if len(pending_paths) == batch_size:
             flush()
     flush()
