@@ -51,7 +51,10 @@ std::string decode_jpeg(std::FILE* file, Image& image) {
   errors.manager.emit_message = jpeg_message;
   errors.message[0] = '\0';
   if (setjmp(errors.jump)) {
+    // PIL refuses an oversized claim as soon as it has read the frame header, whatever follows it
+    uint64_t pixels = static_cast<uint64_t>(info.image_width) * info.image_height;
     jpeg_destroy_decompress(&info);
+    if (pixels > kMaxImagePixels) return too_large(pixels);
     return errors.message[0] ? errors.message : "libjpeg failed";
   }
   jpeg_create_decompress(&info);
@@ -139,9 +142,9 @@ std::string decode_png(std::FILE* file, Image& image) {
   }
   if (color_type == PNG_COLOR_TYPE_PALETTE) {
     // PIL converts a palette image with tRNS to RGB without its transparency; libpng's palette
-    // expansion would add an alpha channel from tRNS, so the chunk is dropped first
-    png_set_invalid(png, info, PNG_INFO_tRNS);
+    // expansion adds an alpha channel from tRNS, which is stripped again
     png_set_palette_to_rgb(png);
+    if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_strip_alpha(png);
   }
   if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (bit_depth == 16) png_set_strip_16(png);  // keeps the high byte

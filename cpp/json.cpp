@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <unordered_set>
@@ -32,7 +33,7 @@ int nesting_depth(std::string_view text) {
   return deepest;
 }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] "; the rest, on one line
+// nlohmann's messages start with "[json.exception.parse_error.101] "; the rest, on one line, in ASCII
 std::string one_line(std::string text) {
   if (!text.empty() && text[0] == '[') {
     auto end = text.find("] ");
@@ -40,7 +41,7 @@ std::string one_line(std::string text) {
   }
   std::string out;
   for (unsigned char c : text) {
-    if (c < 0x20 || c == 0x7F) {
+    if (c < 0x20 || c >= 0x7F) {  // controls, and bytes of a UTF-8 sequence that nlohmann may have cut
       char buffer[8];
       std::snprintf(buffer, sizeof buffer, "\\x%02x", c);
       out += buffer;
@@ -104,14 +105,35 @@ class StrictBuilder {
     stack_.pop_back();
     return true;
   }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& failure) {
-    return refuse(one_line(failure.what()));
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& failure) {
+    // Python's words where they are about the value, not the syntax around it
+    if (failure.id == 406) return refuse("number out of range");  // a literal that overflows a double
+    std::string constant = constant_at(position);
+    if (!constant.empty()) return refuse("non-standard number " + constant);
+    std::string message = failure.what();
+    if (message.find("invalid string: surrogate U+") != std::string::npos)  // a \ud800 escape alone
+      return refuse("lone surrogate in a string");
+    return refuse(one_line(message));
   }
 
+  explicit StrictBuilder(std::string_view text) : text_(text) {}
+
  private:
+  std::string_view text_;
   std::vector<Value*> stack_;
   std::vector<std::unordered_set<std::string>> keys_;
   Value* member_ = nullptr;  // the object member that the next value fills
+
+  // NaN, Infinity or -Infinity where nlohmann stopped (it reads one character of them, two of -Infinity)
+  std::string constant_at(size_t position) const {
+    if (position == 0 || position > text_.size()) return "";
+    size_t last = position - 1;
+    for (const char* word : {"NaN", "Infinity"}) {
+      if (text_.substr(last, std::strlen(word)) != word) continue;
+      return last > 0 && text_[last - 1] == '-' && word[0] == 'I' ? std::string("-") + word : std::string(word);
+    }
+    return "";
+  }
 
   bool refuse(const std::string& why) {
     if (error.empty()) error = why;
@@ -207,9 +229,10 @@ Value parse_strict(std::string_view bytes, const std::string& label) {
   if (nesting_depth(bytes) > kMaxDepth)
     throw JsonError(label + ": nested deeper than " + std::to_string(kMaxDepth) + " levels");
   // Python's json refuses a byte-order mark; nlohmann would skip it
-  if (bytes.substr(0, 3) == "\xEF\xBB\xBF") throw JsonError(label + ": not valid JSON (unexpected UTF-8 BOM)");
-  StrictBuilder builder;
-  bool parsed = Value::sax_parse(bytes, &builder, nlohmann::json::input_format_t::json, /*strict=*/true);
+  if (bytes.substr(0, 3) == "\xEF\xBB\xBF")
+    throw JsonError(label + ": not valid JSON (Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0))");
+  StrictBuilder builder(bytes);
+  bool parsed = Value::sax_parse(bytes.begin(), bytes.end(), &builder, nlohmann::json::input_format_t::json, /*strict=*/true);
   if (!parsed || !builder.error.empty())
     throw JsonError(label + ": not valid JSON (" + (builder.error.empty() ? "parse error" : builder.error) + ")");
   return std::move(builder.root);

@@ -19,10 +19,13 @@
 namespace fgm {
 namespace {
 
+// "%.6f", as Python's f"{value:.6f}": up to 309 digits before the point for a threshold near 1e308
 std::string fixed6(double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.6f", value);
-  return buffer;
+  int length = std::snprintf(nullptr, 0, "%.6f", value);
+  std::string text(static_cast<size_t>(length) + 1, '\0');
+  std::snprintf(text.data(), text.size(), "%.6f", value);
+  text.resize(static_cast<size_t>(length));
+  return text;
 }
 
 constexpr const char* kInputShapeKey = "fastgradmix.input_shape";  // program.INPUT_SHAPE_KEY

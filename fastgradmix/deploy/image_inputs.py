@@ -87,6 +87,7 @@ def read_image(path: str) -> np.ndarray:
             image.load()
             mode = image.mode
             if mode in ("1", "P"):
+                image.info.pop("transparency", None)  # tRNS is ignored (and PIL would warn on stderr about it)
                 image = image.convert("L" if mode == "1" else "RGB")
                 mode = image.mode
             if mode.startswith("I;16") or mode == "I":
