@@ -151,10 +151,10 @@ int run(const Options& options) {
   };
 
   std::vector<std::string> pending_paths;
-  std::vector<fgm::Image> pending_images;
+  std::vector<at::Tensor> pending_inputs;  // each (1, C, S, S)
   auto flush = [&] {
     if (pending_paths.empty()) return;
-    for (const auto& prediction : predictor.predict(pending_paths, pending_images)) {
+    for (const auto& prediction : predictor.predict(pending_paths, pending_inputs)) {
       if (!std::isfinite(prediction.score)) {
         problem_line(prediction.path, kNonFinite);
         continue;
@@ -164,18 +164,16 @@ int run(const Options& options) {
     }
     std::cout.flush();
     pending_paths.clear();
-    pending_images.clear();
+    pending_inputs.clear();
   };
   for (const auto& [path, listing_problem] : list_images(options.inputs)) {
     std::string problem = listing_problem;
     if (problem.empty()) {
       try {
-        pending_images.push_back(fgm::decode_image_file(path));
+        pending_inputs.push_back(predictor.prepare(path));
         pending_paths.push_back(path);
-      } catch (const fgm::ImageError& error) {
+      } catch (const fgm::ImageError& error) {  // this image's problem (out of memory too); the rest go on
         problem = error.what();
-      } catch (const std::bad_alloc&) {  // this image's problem; the others are still scored
-        problem = "cannot decode image (out of memory)";
       }
     }
     if (!problem.empty()) problem_line(path, problem);

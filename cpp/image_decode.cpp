@@ -194,8 +194,9 @@ Image decode_image_file(const std::string& path) {
   try {
     problem = is_png ? decode_png(file.get(), image) : decode_jpeg(file.get(), image);
   } catch (const std::bad_alloc&) {
-    problem = "out of memory";
+    throw ImageError(kOutOfMemory);
   }
+  if (problem == "out of memory") throw ImageError(kOutOfMemory);
   if (problem.rfind(kTooLarge, 0) == 0)
     throw ImageError("image has " + problem.substr(std::strlen(kTooLarge)) + " pixels, more than the limit of " +
                      std::to_string(kMaxImagePixels) + " (PIL's decompression-bomb limit)");

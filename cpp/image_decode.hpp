@@ -16,6 +16,9 @@ namespace fgm {
 // dataset readers apply (fastgradmix/data/readers/pixel_limit.py); tests/test_native.py checks the two agree.
 constexpr uint64_t kMaxImagePixels = 89478485;
 
+// image_inputs.OUT_OF_MEMORY: an image that needs more memory than there is, its own problem line
+constexpr const char* kOutOfMemory = "out of memory while decoding or resizing the image";
+
 // Why an image could not be used; the message does not repeat the path.
 class ImageError : public std::runtime_error {
  public:

@@ -132,16 +132,21 @@ Predictor::Predictor(ModelFolder model) : model_(std::move(model)) {
 
 Predictor::~Predictor() = default;
 
-at::Tensor Predictor::features(const std::vector<Image>& images) {
-  std::vector<at::Tensor> views;
-  views.reserve(images.size());
-  for (const Image& image : images) views.push_back(preprocess(image, model_.preprocessing));
-  std::vector<at::Tensor> outputs = program_->run({at::cat(views)});
-  return outputs.at(0);
+at::Tensor Predictor::prepare(const std::string& path) const {
+  try {
+    return preprocess(decode_image_file(path), model_.preprocessing);
+  } catch (const std::bad_alloc&) {
+    throw ImageError(kOutOfMemory);
+  } catch (const c10::Error& error) {  // libtorch's CPU allocator: "DefaultCPUAllocator: can't allocate memory"
+    if (std::string(error.what()).find("can't allocate memory") != std::string::npos) throw ImageError(kOutOfMemory);
+    throw;
+  }
 }
 
-std::vector<Prediction> Predictor::predict(const std::vector<std::string>& paths, const std::vector<Image>& images) {
-  at::Tensor scores = class_topk_scores(features(images), model_.bank_features, model_.bank_labels,
+std::vector<Prediction> Predictor::predict(const std::vector<std::string>& paths,
+                                          const std::vector<at::Tensor>& inputs) {
+  at::Tensor features = program_->run({at::cat(inputs)}).at(0);  // (N, D)
+  at::Tensor scores = class_topk_scores(features, model_.bank_features, model_.bank_labels,
                                         static_cast<int>(model_.class_names.size()), model_.topk);  // (N, K)
   auto [best_score, best_class] = scores.max(1);
   std::vector<Prediction> predictions;

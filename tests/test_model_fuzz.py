@@ -316,7 +316,10 @@ def test_both_predictors_survive_and_agree_on_damaged_model_folders(fgm_predict,
     images = digit_images(tmp_path_factory)
     (tmp_path / "text.png").write_text("not an image")
     inputs = [str(images.png[0]), str(images.png[400]), str(images.jpeg[0]), str(tmp_path / "text.png")]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     failures, tally = fuzz(model_dir, fgm_predict, inputs, tmp_path / "work")
-    print(f"{MUTATIONS} mutations (seed {SEED}), exit codes {tally}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    print(f"{MUTATIONS} mutations (seed {SEED}), exit codes {tally}, {cpu:.0f} s of CPU in the predictors")
     assert not failures, f"{len(failures)} of {MUTATIONS} mutations disagree or crash: {failures[:5]}"
     assert tally.get(1, 0) >= 10 and tally.get(2, 0) >= 100  # both outcomes reached: scored and refused

@@ -149,3 +149,26 @@ def test_folder_search_follows_no_folder_links_and_sorts_bytes(tmp_path):
     names = ["b.png", "linked.png", "sub/c.png", os.fsdecode(b"\xc3x.png"), "é.png", "中.png"]
     assert listed == [f"{root}/{name}" for name in sorted(names, key=os.fsencode)]
     assert listed[3].endswith("\udcc3x.png")  # the byte 0xc3 sorts before é's 0xc3 0xa9 and 中's 0xe4
+
+
+def test_running_out_of_memory_on_one_image_is_its_line(monkeypatch, tmp_path):
+    """torch's CPU allocator failing while one image is resized: that image's problem line, not the run's end."""
+    from fastgradmix.deploy import predictor as predictor_module
+    from fastgradmix.deploy.model_folder import Preprocessing
+
+    real = predictor_module.preprocess
+
+    def preprocess(images, prep, device):
+        if images[0].shape[0] > 100:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+        return real(images, prep, device)
+
+    monkeypatch.setattr(predictor_module, "preprocess", preprocess)
+    Image.fromarray(np.zeros((200, 200), dtype=np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(tmp_path / "small.png")
+    predictor = predictor_module.Predictor.__new__(predictor_module.Predictor)
+    predictor.model = type("Model", (), {"preprocessing": Preprocessing(16, 1, (0.5,), (0.5,))})()
+    predictor.device = torch.device("cpu")
+    with pytest.raises(ImageProblem, match="^out of memory while decoding or resizing the image$"):
+        predictor.prepare(str(tmp_path / "big.png"))
+    assert predictor.prepare(str(tmp_path / "small.png")).shape == (1, 1, 16, 16)

@@ -333,3 +333,32 @@ def test_images_over_the_pixel_limit_and_odd_names_are_the_same_lines(fgm_predic
     paths = [line.split(b"\t")[0] for line in text_native[1].splitlines()]
     assert paths == [f"{folder}/e_palette_trns.png".encode(), f"{folder}/f_new\\nline\\t.png".encode(),
                      f"{folder}/g_bad_\\udcff_utf8.png".encode(), f"{folder}/i_good.png".encode()]
+
+
+def test_running_out_of_memory_on_one_image_is_its_line_and_the_rest_is_scored(fgm_predict, model_dir, images,
+                                                                              tmp_path):
+    """Under an address-space cap that a small image fits and a 9000 x 9000 one (324 MB as float32) does
+    not, the big image is one problem line and the run goes on (issue 17: std::bad_alloc ended the run)."""
+    import resource
+
+    from PIL import Image
+
+    Image.fromarray(np.zeros((9000, 9000), dtype=np.uint8)).save(tmp_path / "big.png", compress_level=1)
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"}  # one malloc arena: the cap is not spent on per-thread ones
+
+    def run(cap_mb: int, *files) -> subprocess.CompletedProcess:
+        def limit():
+            resource.setrlimit(resource.RLIMIT_AS, (cap_mb << 20, cap_mb << 20))
+        return subprocess.run([str(fgm_predict), "--model", str(model_dir), *map(str, files)], capture_output=True,
+                              timeout=300, preexec_fn=limit, env=env)
+
+    low, high = 256, 65536  # MiB: the smallest cap a one-image run needs, to 64 MiB
+    assert run(high, images.png[0]).returncode == 0
+    while high - low > 64:
+        middle = (low + high) // 2
+        low, high = (low, middle) if run(middle, images.png[0]).returncode == 0 else (middle, high)
+    result = run(high + 160, tmp_path / "big.png", images.png[0])
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().splitlines() == \
+        [f"fgm-predict: error: {tmp_path}/big.png: out of memory while decoding or resizing the image"]
+    assert result.stdout.decode().startswith(f"{images.png[0]}\t")

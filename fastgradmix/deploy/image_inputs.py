@@ -31,6 +31,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LUMA_WEIGHTS = (19595, 38470, 7471)  # ITU-R 601 luma * 65536, as PIL's convert("L")
 
 
+OUT_OF_MEMORY = "out of memory while decoding or resizing the image"  # cpp/image_decode.hpp's kOutOfMemory
+
+
 class ImageProblem(Exception):
     """Why one image cannot be scored (the message does not repeat its path): that image's problem line."""
 
@@ -108,7 +111,7 @@ def read_image(path: str) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageProblem("cannot decode image (not a JPEG or PNG file)") from None
     except MemoryError:
-        raise ImageProblem("cannot decode image (out of memory)") from None
+        raise ImageProblem(OUT_OF_MEMORY) from None
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageProblem(f"cannot decode image ({err})") from None
     return pixels.reshape(pixels.shape[0], pixels.shape[1], -1)

@@ -10,10 +10,9 @@ import math
 import sys
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from fastgradmix.deploy.image_inputs import ImageProblem, list_images, preprocess, read_image
+from fastgradmix.deploy.image_inputs import OUT_OF_MEMORY, ImageProblem, list_images, preprocess, read_image
 from fastgradmix.deploy.model_folder import DeployedModel
 from fastgradmix.deploy.printable import printable
 from fastgradmix.deploy.program import check_program_shapes, load_program
@@ -59,14 +58,23 @@ class Predictor:
         self.bank_labels = model.bank_labels.to(device)  # (N,)
 
     @torch.no_grad()
-    def features(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Decoded uint8 (H, W, C) images -> L2-normalised features (N, D) float32 on the device."""
-        batch = preprocess(images, self.model.preprocessing, self.device)  # (N, C, S, S)
-        return self.program(batch)
+    def prepare(self, path: str) -> torch.Tensor:
+        """An image file -> its model input (1, C, S, S) float32 on the device, made as soon as the image is
+        read so a pending batch holds inputs of the model's size, not whole decoded images. Any problem,
+        running out of memory included, is an ImageProblem: that image's line, and the run goes on."""
+        try:
+            return preprocess([read_image(path)], self.model.preprocessing, self.device)
+        except MemoryError:
+            raise ImageProblem(OUT_OF_MEMORY) from None
+        except RuntimeError as err:  # torch's allocators: "can't allocate memory", torch.OutOfMemoryError
+            if isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err):
+                raise ImageProblem(OUT_OF_MEMORY) from None
+            raise
 
     @torch.no_grad()
-    def predict(self, paths: list[str], images: list[np.ndarray]) -> list[Prediction]:
-        features = self.features(images)  # (N, D)
+    def predict(self, paths: list[str], inputs: list[torch.Tensor]) -> list[Prediction]:
+        """Prepared inputs, each (1, C, S, S) -> one Prediction per path."""
+        features = self.program(torch.cat(inputs))  # (N, D)
         class_scores = class_topk_scores(features, self.bank, self.bank_labels, len(self.model.class_names),
                                          k=self.model.topk)  # (N, K)
         best_class, best_score = osr_predict(class_scores)
@@ -86,7 +94,7 @@ def run_predictions(predictor: Predictor, inputs: list[str], batch_size: int, as
     out, err = out or sys.stdout, err or sys.stderr
     scored = problems = 0
     pending_paths: list[str] = []
-    pending_images: list[np.ndarray] = []
+    pending_inputs: list[torch.Tensor] = []  # each (1, C, S, S)
 
     def problem(path: str, why: str) -> None:
         nonlocal problems
@@ -96,7 +104,7 @@ def run_predictions(predictor: Predictor, inputs: list[str], batch_size: int, as
     def flush() -> None:
         nonlocal scored
         if pending_paths:
-            for prediction in predictor.predict(pending_paths, pending_images):
+            for prediction in predictor.predict(pending_paths, pending_inputs):
                 if not math.isfinite(prediction.score):
                     problem(prediction.path, NON_FINITE)
                     continue
@@ -104,14 +112,14 @@ def run_predictions(predictor: Predictor, inputs: list[str], batch_size: int, as
                 scored += 1
             out.flush()
             pending_paths.clear()
-            pending_images.clear()
+            pending_inputs.clear()
 
     for path, listing_problem in list_images(inputs):
         if listing_problem is not None:
             problem(path, listing_problem)
         else:
             try:
-                pending_images.append(read_image(path))
+                pending_inputs.append(predictor.prepare(path))
                 pending_paths.append(path)
             except ImageProblem as error:
                 problem(path, str(error))
