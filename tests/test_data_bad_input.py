@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 from dataset_writers import CIFAR10_NAMES, array_split, write_cifar10_pickles, write_class_folders
+from image_headers import png_header
 
 from fastgradmix.common.errors import UserError
 from fastgradmix.data.fetching.archives import safe_extract
@@ -143,6 +144,25 @@ def test_imagefolder_class_lists(tmp_path, known, unknown, expected):
     with pytest.raises(UserError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         build_protocol("imagefolder", 0, 16, tmp_path, known_classes=known or None, unknown_classes=unknown,
                        progress=False)
+
+
+def test_symlink_loops_and_oversized_images_in_a_tree_are_one_line_or_skipped(tmp_path, capsys):
+    """A looping link and a PNG claiming more pixels than PIL's limit: one line naming the first, or with
+    --skip-bad-images both left out and counted (issue 17: a traceback either way before)."""
+    _folders(tmp_path, ["a", "b"])
+    loop = tmp_path / "train" / "a" / "0000_loop.png"
+    loop.symlink_to("0000_loop.png")
+    (tmp_path / "train" / "b" / "bomb.png").write_bytes(png_header(40000, 40000))
+    (tmp_path / "train" / "b" / "up").symlink_to("..")  # a folder link inside a class folder is not searched
+    line = _cli_error(capsys, ["--protocol", "imagefolder", "--data-root", str(tmp_path), "--known-classes", "a,b",
+                               "--out", str(tmp_path / "run"), *TINY])
+    assert f"cannot read image {loop}" in line and "Too many levels of symbolic links" in line, line
+    data = build_protocol("imagefolder", 0, 16, tmp_path, known_classes="a,b", progress=False, skip_bad_images=True)
+    assert data.skipped_images == 2 and data.train_images.shape[0] == 4
+    (tmp_path / "train" / "a" / "0000_loop.png").unlink()
+    with pytest.raises(UserError, match=r"bomb\.png \(ImageTooLarge: image has 1600000000 pixels, more than the "
+                                        r"limit of 89478485"):
+        build_protocol("imagefolder", 0, 16, tmp_path, known_classes="a,b", progress=False, cache=False)
 
 
 def test_empty_class_folder(tmp_path):

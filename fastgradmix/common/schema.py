@@ -170,3 +170,42 @@ def first_non_finite(value: Any, where: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+# ---- additions for readers in other languages (model.json is also read by the C++ predictor) ----------
+
+INT64_RANGE = (-(2**63), 2**63 - 1)  # what a C++ reader holds in an int64
+
+
+def check_portable(document: Any, label: str) -> Any:
+    """Refuses what parse_json_text accepts but a reader in another language would read differently:
+    numbers whose literal overflows a double (1e400 parses as inf), integers outside 64 bits, and strings
+    or keys holding a lone surrogate (a \\ud800 escape; not text in UTF-8). Raises UserError('<label>: not
+    valid JSON (...)') on the first, depth first in file order; returns the document."""
+    if isinstance(document, float) and not math.isfinite(document):
+        raise UserError(f"{label}: not valid JSON (number out of range)")
+    if isinstance(document, int) and not isinstance(document, bool) \
+            and not INT64_RANGE[0] <= document <= INT64_RANGE[1]:
+        raise UserError(f"{label}: not valid JSON (integer out of 64-bit range)")
+    if isinstance(document, str):
+        _refuse_lone_surrogates(document, label)
+    if isinstance(document, list):
+        for element in document:
+            check_portable(element, label)
+    if isinstance(document, dict):
+        for key, value in document.items():
+            _refuse_lone_surrogates(key, label)
+            check_portable(value, label)
+    return document
+
+
+def _refuse_lone_surrogates(text: str, label: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{label}: not valid JSON (lone surrogate in a string)") from None
+
+
+def short_value(value: Any) -> str:
+    """A value as check's messages show it: JSON text (ASCII escapes; repr for floats), at most 40 characters."""
+    return _short(value)
