@@ -62,12 +62,13 @@ def test_readme_lightly_example():
 
 # ------------------------------------------------------------------ the same as the trainer's augmentation
 
-@pytest.mark.parametrize("aug,cam", [("gradmix", "layercam"), ("gradcam-mix", "gradcam")])
-def test_mix_equals_the_trainers_augmentation(aug, cam):
-    """TrainStep (--cam-grad exact) and GradMix on copies of one model, same batch, same generator seed:
+@pytest.mark.parametrize("aug,cam,cam_grad", [("gradmix", "layercam", "exact"), ("gradcam-mix", "gradcam", "exact"),
+                                              ("gradmix", "layercam", "detached")])
+def test_mix_equals_the_trainers_augmentation(aug, cam, cam_grad):
+    """TrainStep and GradMix on copies of one model, same batch, same generator seed, same --cam-grad:
     the same mixed images, weights, boxes, partners and maps, bit for bit."""
     cfg = Config(arch="resnet18", width=8, image_size=16, cam_layers="conv4_2+conv5_2", aug=aug,
-                 cam_grad="exact", gamma_min=0.2, gamma_max=0.6, gradmix_backend="reference")
+                 cam_grad=cam_grad, gamma_min=0.2, gamma_max=0.6, gradmix_backend="reference")
     torch.manual_seed(0)
     trainer_model = build_model("resnet18", 3, width=8)
     user_model = copy.deepcopy(trainer_model)  # before any hook is placed
@@ -85,12 +86,20 @@ def test_mix_equals_the_trainers_augmentation(aug, cam):
     names = {module: name for name, module in user_model.named_modules()}
     layers = [names[user_model.cam_module(cam_name)] for cam_name in cfg.cam_layer_list()]
     assert layers == ["encoder.layer3.1", "encoder.layer4.1"]
-    mixer = fastgradmix.GradMix(user_model, layers=layers, gamma=(0.2, 0.6), cam=cam, backend="reference")
+    mixer = fastgradmix.GradMix(user_model, layers=layers, gamma=(0.2, 0.6), cam=cam, cam_grad=cam_grad,
+                                backend="reference")
+    trainer_names = {module: name for name, module in trainer_model.named_modules()}
+    assert [trainer_names[module] for module in step.cam_modules] == layers  # the same layers, on the copy
+    assert mixer.modules == [user_model.get_submodule(name) for name in layers]
     objective = build_objective(cfg, user_model)
     with mixer.capture():
         features = user_model(objective.clean_views(view1, view2))
     loss = objective.clean_terms(features, labels)["loss"]
-    mixed = mixer.mix(view1, loss, generator=torch.Generator().manual_seed(5))
+    if cam_grad == "exact":
+        mixed = mixer.mix(view1, loss, generator=torch.Generator().manual_seed(5))
+    else:  # the user's backward records G at the layers
+        loss.backward()
+        mixed = mixer.mix(view1, generator=torch.Generator().manual_seed(5))
 
     for field in ("images", "weights", "maps", "top", "left", "box_h", "box_w", "partner"):
         assert torch.equal(getattr(mixed, field), getattr(trainer_view, field)), field
@@ -203,6 +212,7 @@ def test_options_pass_through_to_gradmix_view(monkeypatch):
     (dict(layers=["layer4.1"], gamma=(0.6, 0.2)), "0 < min <= max <= 1"),
     (dict(layers=["layer4.1"], cam="eigencam"), "cam must be one of"),
     (dict(layers=["layer4.1"], backend="cuda"), "backend must be one of"),
+    (dict(layers=["layer4.1"], cam_grad="approximate"), "cam_grad must be one of"),
     (dict(layers=["layer4.1"], batch_norm_everything=True), "unknown option"),
 ])
 def test_bad_arguments_say_what_is_wrong(kwargs, message):
@@ -225,6 +235,23 @@ def test_mix_without_a_captured_forward_with_gradients_fails_clearly():
         loss = _loss(model(images[:2]))
     with pytest.raises(ValueError, match="5 images but the captured forward held 2"):
         mixer.mix(images, loss)
+    with mixer.capture():
+        loss = _loss(model(images))
+    with pytest.raises(ValueError, match="pass the loss"):
+        mixer.mix(images)
+
+
+def test_detached_mode_needs_the_users_backward_and_no_loss():
+    model, images = _torchvision_batch()
+    mixer = fastgradmix.GradMix(model, layers=["layer3.1"], cam_grad="detached")
+    with mixer.capture():
+        loss = _loss(model(images))
+    with pytest.raises(ValueError, match="pass no loss"):
+        mixer.mix(images, loss)
+    with pytest.raises(RuntimeError, match="no gradient was recorded"):
+        mixer.mix(images)
+    loss.backward()
+    assert mixer.mix(images).images.shape == images.shape
 
 
 def test_import_fastgradmix_stays_light():
