@@ -16,6 +16,7 @@ from dataset_writers import CIFAR10_NAMES, array_split, write_cifar10_pickles, w
 from image_headers import png_header
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.data.fetching import archives
 from fastgradmix.data.fetching.archives import safe_extract
 from fastgradmix.data.protocols import build_protocol
 from fastgradmix.train import main
@@ -274,12 +275,14 @@ def _tar(path, members):
     [("ok/../../evil.txt", "file")],
     [("ok/link", "symlink")],
 ])
-def test_safe_extract_refuses_a_malicious_tar(tmp_path, members):
+def test_safe_extract_refuses_a_malicious_tar(tmp_path, monkeypatch, members):
     archive, dest = tmp_path / "bad.tar.gz", tmp_path / "dest"
     _tar(archive, members)
-    with pytest.raises(UserError, match="refusing to extract"):
-        safe_extract(archive, dest)
-    assert not (tmp_path / "evil.txt").exists() and not any(dest.rglob("*"))  # nothing written, not even ok/a
+    for data_filter in {False, archives.HAS_DATA_FILTER}:  # the pre-check refuses before either extraction
+        monkeypatch.setattr(archives, "HAS_DATA_FILTER", data_filter)
+        with pytest.raises(UserError, match="refusing to extract"):
+            safe_extract(archive, dest)
+        assert not (tmp_path / "evil.txt").exists() and not any(dest.rglob("*"))  # nothing written, not even ok/a
 
 
 @pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt", "C:\\evil.txt"])
@@ -293,7 +296,11 @@ def test_safe_extract_refuses_a_malicious_zip(tmp_path, name):
     assert not (tmp_path / "evil.txt").exists() and not any(dest.rglob("*"))
 
 
-def test_safe_extract_extracts_a_good_archive(tmp_path):
+@pytest.mark.parametrize("data_filter", [True, False], ids=["tarfile-data-filter", "copy-out"])
+def test_safe_extract_extracts_a_good_archive(tmp_path, monkeypatch, data_filter):
+    if data_filter and not archives.HAS_DATA_FILTER:
+        pytest.skip("this Python's tarfile has no data filter")
+    monkeypatch.setattr(archives, "HAS_DATA_FILTER", data_filter)
     _tar(tmp_path / "good.tar.gz", [("top/a.txt", "file"), ("top/sub/b.txt", "file")])
     safe_extract(tmp_path / "good.tar.gz", tmp_path / "dest")
     assert (tmp_path / "dest" / "top" / "sub" / "b.txt").read_bytes() == b"hello"
@@ -301,3 +308,17 @@ def test_safe_extract_extracts_a_good_archive(tmp_path):
         bundle.writestr("z/c.txt", "zip")
     safe_extract(tmp_path / "good.zip", tmp_path / "dest")
     assert (tmp_path / "dest" / "z" / "c.txt").read_text() == "zip"
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["tarfile-data-filter", "copy-out"])
+def test_safe_extract_drops_setuid_and_group_other_write(tmp_path, monkeypatch, data_filter):
+    if data_filter and not archives.HAS_DATA_FILTER:
+        pytest.skip("this Python's tarfile has no data filter")
+    monkeypatch.setattr(archives, "HAS_DATA_FILTER", data_filter)
+    with tarfile.open(tmp_path / "modes.tar", "w") as bundle:
+        info = tarfile.TarInfo("run.sh")
+        info.size, info.mode = 5, 0o4777
+        bundle.addfile(info, io.BytesIO(b"hello"))
+    safe_extract(tmp_path / "modes.tar", tmp_path / "dest")
+    mode = (tmp_path / "dest" / "run.sh").stat().st_mode
+    assert mode & 0o4000 == 0 and mode & 0o022 == 0 and (tmp_path / "dest" / "run.sh").read_bytes() == b"hello"

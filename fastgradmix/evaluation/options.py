@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fastgradmix.common.cli import OneLineParser
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.tensorboard import require_tensorboard
 from fastgradmix.evaluation.corruptions import CORRUPTIONS, GLASS_SWAPS, TABLES
 from fastgradmix.evaluation.corruptions.released import check_cifar10_c
 from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, area_thresholds
@@ -55,6 +56,7 @@ class EvalConfig:
     batch_size: int = 0  # 0: the run's eval batch size
     seed: int = 0
     progress: bool = True
+    tensorboard: bool = False  # also add the numbers and figures to the run's TensorBoard events (tb/)
 
     @property
     def compared_tasks(self) -> tuple[str, ...]:
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=0, help="images per batch (default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of corruptions, noise out-sets and subsets")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    parser.add_argument("--tensorboard", action="store_true", help="also write the metrics and figures to the "
+                        "run's TensorBoard event files, runs/NAME/tb/ (needs pip install 'fastgradmix[tensorboard]')")
     return parser
 
 
@@ -127,6 +131,8 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
     if args.cam_grid < 1:
         raise UserError(f"--cam-grid must be >= 1 (got {args.cam_grid})")
     thresholds = parse_area_range(args.area_range)
+    if args.tensorboard:
+        require_tensorboard()
     if args.compare and not any(task in COMPARABLE for task in tasks):
         raise UserError("--compare compares corruption robustness and feature diversity: add corruption or "
                         "diversity to --tasks")
@@ -141,7 +147,7 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
         area_thresholds=tuple(thresholds), area_maps=args.area_maps, id_features=args.id_features,
         cam_grid=args.cam_grid, max_images=args.max_images,
         max_bank=args.max_bank, data_root=args.data_root, device=args.device, batch_size=args.batch_size,
-        seed=args.seed, progress=args.progress)
+        seed=args.seed, progress=args.progress, tensorboard=args.tensorboard)
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:

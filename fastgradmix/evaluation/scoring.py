@@ -40,11 +40,16 @@ def build_scorer(model: nn.Module, data: OpenSetData, spec: AugmentSpec, topk: i
 
 def evaluate_open_set(model: nn.Module, data: OpenSetData, spec: AugmentSpec, topk: int, batch_size: int,
                       device: torch.device, channels_last: bool = False, progress: bool = True,
-                      score: str = "sum", views: EvalViews | None = None) -> dict:
-    """AUROC (None for closed-set protocols), closed-set accuracy and openness of the protocol's test set."""
+                      score: str = "sum", views: EvalViews | None = None, keep_scores: dict | None = None) -> dict:
+    """AUROC (None for closed-set protocols), closed-set accuracy and openness of the protocol's test set.
+
+    ``keep_scores``: a dict that receives the open-set scores, "known" and "unknown" (1-D tensors), for a
+    caller that draws them (the ROC curve of ``--tensorboard``)."""
     scored = build_scorer(model, data, spec, topk, batch_size, device, channels_last, progress, score,
                           views).score(data.test_images)
     is_known = data.test_labels >= 0
+    if keep_scores is not None:
+        keep_scores.update(known=scored.open_scores[is_known], unknown=scored.open_scores[~is_known])
     return {
         # closed-set protocols have no unknown test images: no AUROC (null in results.json)
         "auroc": auroc(scored.open_scores[is_known], scored.open_scores[~is_known]) if (~is_known).any() else None,

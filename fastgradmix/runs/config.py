@@ -155,6 +155,9 @@ class Config:
     save_every: int = option(0, "also keep the model every this many epochs as epoch_XXX.pt (0 = never), "
                              "e.g. for the linear-accuracy curve of fastgradmix.evaluate --tasks linear", low=0)
     progress: bool = option(True, "show progress bars")
+    tensorboard: bool = option(False, "also write TensorBoard event files to runs/NAME/tb/: the logged numbers, a "
+                               "grid of the mixed views per epoch, the final metrics and ROC curve (needs "
+                               "pip install 'fastgradmix[tensorboard]')")
 
     def cam_layer_list(self) -> list[str]:
         return [name for name in self.cam_layers.split("+") if name]

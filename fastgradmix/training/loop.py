@@ -36,6 +36,7 @@ from fastgradmix.training.results import print_table, results_record
 from fastgradmix.training.schedule import cosine_lr
 from fastgradmix.training.step import TrainStep, build_optimizer
 from fastgradmix.training.step_log import non_finite_message, out_of_memory_message, read_losses
+from fastgradmix.training.tensorboard_log import TrainingTensorBoard
 
 PROG = "fastgradmix.train"
 
@@ -59,6 +60,7 @@ class Session:
     model: torch.nn.Module  # the bare model: checkpoints, evaluation
     step_fn: TrainStep  # runs the model itself, or its DistributedDataParallel wrapper under torchrun
     show_progress: bool
+    tensorboard: TrainingTensorBoard | None = None  # --tensorboard, rank 0 only
 
 
 def train(cfg: Config) -> dict:
@@ -153,6 +155,8 @@ def _prepare_folder(session: Session, start_epoch: int) -> None:
         write_json(run_dir / "config.json", session.cfg.to_dict())
         run_files.truncate_metrics(run_dir / "metrics.jsonl", start_epoch * session.inputs.train.steps_per_epoch)
         run_files.remove_later_snapshots(run_dir, start_epoch)
+        if session.cfg.tensorboard:
+            session.tensorboard = TrainingTensorBoard(run_dir, session.spec.mean, session.spec.std)
     collectives.barrier()  # no rank starts training in a run folder rank 0 has not prepared
 
 
@@ -168,6 +172,8 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
         train_wall_s += time.perf_counter() - epoch_start
         if collectives.is_main_process():  # rank 0's weights, optimizer state and BatchNorm statistics
             run_files.save(session.run_dir, cfg, session.model, session.step_fn, epoch + 1, train_wall_s)
+            if session.tensorboard is not None:
+                session.tensorboard.log_views(session.step_fn.last_mixed_view, (epoch + 1) * steps_per_epoch - 1)
         collectives.barrier()  # an epoch ends on every rank once its checkpoint is on disk
     progress.close()
     return train_wall_s
@@ -210,6 +216,8 @@ def _log_window(session: Session, pending: list[dict[str, torch.Tensor]], epoch:
     if collectives.is_main_process():
         metrics = session.run_dir / "metrics.jsonl"
         append_line(metrics, json_text(record, metrics, indent=None))
+        if session.tensorboard is not None:
+            session.tensorboard.log_window(record, list(means))
     return record
 
 
@@ -217,13 +225,19 @@ def _evaluate(session: Session, train_wall_s: float) -> dict:
     """Every rank evaluates rank 0's model (the checkpoint's), each embedding a share of the images."""
     cfg = session.cfg
     collectives.broadcast_buffers(session.model)
+    open_scores = {}  # known/unknown open-set scores, for --tensorboard's ROC curve
     scores = evaluate_open_set(session.model, session.data, session.spec, cfg.topk, cfg.eval_batch_size,
                                session.device, cfg.channels_last, session.show_progress,
-                               score=resolved_score(cfg.method, cfg.score), views=session.inputs.eval)
+                               score=resolved_score(cfg.method, cfg.score), views=session.inputs.eval,
+                               keep_scores=open_scores)
     images_seen = session.inputs.train.steps_per_epoch * cfg.epochs * cfg.batch_size
     results = results_record(cfg, session.data, scores, train_wall_s, images_seen, session.device)
     if collectives.is_main_process():
         write_json(session.run_dir / "results.json", results)
         print_table(results, session.run_dir)
+        if session.tensorboard is not None:
+            session.tensorboard.log_final(results, open_scores["known"].numpy(), open_scores["unknown"].numpy(),
+                                          session.inputs.train.steps_per_epoch * cfg.epochs)
+            session.tensorboard.close()
     collectives.barrier()  # train() returns on every rank once results.json exists
     return results

@@ -91,6 +91,7 @@ class TrainStep:
         # fp16 steps the scaler skipped because of inf/NaN gradients, since the last read (device scalar)
         self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
         self._scale_before_step = None  # (1,) fp32 buffer, made on the first scaled step
+        self.last_mixed_view = None  # --tensorboard: the last step's mixed view, for the epoch's picture
 
     @property
     def cam_modules(self) -> list[nn.Module]:
@@ -164,6 +165,8 @@ class TrainStep:
         # 3-8. the mixed view of v1: images (N, C, H, W), weights w (N,)
         with self.timer.section("augment"):
             mixed = self.mixing.make(view1, generator)
+        if self.cfg.tensorboard:
+            self.last_mixed_view = mixed
         # 9. the mixed view's loss, weighted per image by w_i
         with self.autocast():
             z_mix = self._encode(mixed.images)  # (N, D)

@@ -75,27 +75,19 @@ class InputPipeline:
 
 def resolve_kind(kind: str, device: torch.device) -> str:
     """--loader auto -> dali if installed, else device on a GPU, else torch; an explicit choice is checked.
-    DALI and torchvision are imported only when they may be used (DALI's import takes a second or two)."""
+    DALI is imported only when it may be used (its import takes a second or two)."""
     if kind not in LOADER_KINDS:
         raise UserError(f"unknown --loader {kind!r}: choose one of {', '.join(LOADER_KINDS)}")
     if kind == "dali":
         from fastgradmix.data.loaders.dali import require_dali
 
         require_dali()
-    elif kind == "torch":
-        from fastgradmix.data.loaders.torch_workers import require_torchvision
-
-        require_torchvision()
     elif kind == "auto":
         from fastgradmix.data.loaders.dali import dali_available
 
         if dali_available():
             return "dali"
-        if device.type == "cuda":
-            return "device"
-        from fastgradmix.data.loaders.torch_workers import torchvision_available
-
-        return "torch" if torchvision_available() else "device"
+        return "device" if device.type == "cuda" else "torch"
     return kind
 
 

@@ -18,24 +18,10 @@ from contextlib import contextmanager
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torchvision.transforms import v2
 
-from fastgradmix.common.errors import UserError
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.loaders.sharding import check_rank, epoch_batches, mix_seed, steps_per_epoch
-
-try:
-    from torchvision.transforms import v2
-except ImportError:  # torchvision is a dependency, but a bare GPU machine may lack it
-    v2 = None
-
-
-def torchvision_available() -> bool:
-    return v2 is not None
-
-
-def require_torchvision() -> None:
-    if v2 is None:
-        raise UserError("--loader torch needs torchvision (pip install torchvision), or choose --loader dali or device")
 
 
 def view_transform(spec: AugmentSpec, channels: int):
@@ -107,7 +93,6 @@ class TorchLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: AugmentSpec, batch_size: int, seed: int,
                  device: torch.device, *, workers: int = 2, rank: int = 0, world_size: int = 1):
-        require_torchvision()
         check_rank(rank, world_size)
         self.n, self.batch_size, self.seed = images.shape[0], batch_size, seed
         self.rank, self.world_size, self.workers = rank, world_size, workers
@@ -142,7 +127,6 @@ class TorchEvalPixels:
     in torch by loaders.normalise_pixels like every loader's."""
 
     def __init__(self, spec: AugmentSpec, device: torch.device, *, workers: int = 2):
-        require_torchvision()
         self.spec, self.workers, self.pin = spec, workers, device.type == "cuda"
 
     def pixels(self, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
