@@ -29,7 +29,7 @@ from fastgradmix.evaluation.osr_tasks import cap_rows, closed_task, ood_task, os
 from fastgradmix.evaluation.out_sets import load_out_sets
 from fastgradmix.evaluation.plan import Plan, plan
 from fastgradmix.runs.folder import Run
-from fastgradmix.runs.rebuild import build_run_model, load_run_data
+from fastgradmix.runs.rebuild import build_run_model, evaluation_subset, load_run_data
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ def _prepare(run: Run, options: EvalConfig) -> tuple[OpenSetData, Plan, torch.Te
     before the long part starts so that missing data fails early."""
     cfg = run.cfg
     data = load_run_data(cfg, options.data_root, options.progress)
+    data = evaluation_subset(data, options.test_subsample or cfg.test_subsample)  # published: first N per class
     todo = plan(cfg, data, options)
     if options.max_bank:
         data = data.subset_train(options.max_bank, options.seed)
@@ -120,11 +121,13 @@ def _set_up(run: Run, options: EvalConfig, device: torch.device, data: OpenSetDa
     """The model from last.pt and the scorer (embedding the bank) at the run's settings."""
     cfg = run.cfg
     topk = cfg.topk if options.topk is None else options.topk
+    score = options.score or cfg.score
     model = load_model(run, data, device)
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std, flip=data.flip, color=data.color)
     scorer = BankScorer(model, data, spec, topk, options.batch_size or cfg.eval_batch_size, device,
-                        cfg.channels_last, options.progress, options.score)
-    settings = {"topk": topk, "score": options.score, "max_images": options.max_images,
+                        cfg.channels_last, options.progress, score)
+    settings = {"topk": topk, "score": score, "test_subsample": options.test_subsample or cfg.test_subsample,
+                "max_images": options.max_images,
                 "max_bank": options.max_bank, "seed": options.seed, "checkpoint_epoch": run.checkpoint.get("epoch"),
                 "evaluated_at": datetime.datetime.now().isoformat(timespec="seconds"), "fastgradmix": __version__,
                 "torch": torch.__version__}

@@ -34,7 +34,8 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS  # in the order given
     from_all: bool = True  # the tasks came from "all": those a run cannot do are skipped with a note
     topk: int | None = None  # None: the run's
-    score: str = "sum"
+    score: str | None = None  # None: the run's (--score of training, sum unless a preset says)
+    test_subsample: str | None = None  # None: the run's
     ood_out: tuple[str, ...] = ()  # (): the protocol's default pairing
     corruptions: tuple[str, ...] = CORRUPTIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # sorted, distinct
@@ -63,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, help="run folder (config.json + last.pt), or a --split all folder")
     parser.add_argument("--tasks", default="all", help=f"comma-separated: {','.join(TASKS)}, or all (default)")
     parser.add_argument("--topk", type=int, help="k of the top-k class similarity (default: the run's)")
-    parser.add_argument("--score", choices=SCORES, default="sum",
+    parser.add_argument("--score", choices=SCORES, default=None,
                         help="open-set score: sum (Algorithm 1) or normalized (class scores / their sum, as the "
-                             "published code)")
+                             "published code) (default: the run's)")
+    parser.add_argument("--test-subsample", choices=("none", "published"), default=None,
+                        help="bank and test images: none (all) or published (the first N per class the published "
+                             "feature_reading.py keeps; docs/FIDELITY.md) (default: the run's)")
     parser.add_argument("--ood-out", default="", help="out-sets for ood, comma-separated: an OOD protocol "
                         "(e.g. cifar10-vs-svhn), folder:PATH (ImageFolder tree), noise:uniform, noise:gaussian "
                         "(default: the protocol's pairing)")
@@ -117,7 +121,8 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
     if "ood" in tasks:
         check_out_set_names(ood_out)
     return EvalConfig(
-        run=args.run, tasks=tuple(tasks), from_all=from_all, topk=args.topk, score=args.score, ood_out=ood_out,
+        run=args.run, tasks=tuple(tasks), from_all=from_all, topk=args.topk, score=args.score,
+        test_subsample=args.test_subsample, ood_out=ood_out,
         corruptions=tuple(corruptions), severities=tuple(severities), corruption_table=args.corruption_table,
         corruption_data=args.corruption_data, compare=args.compare, linear_features=args.linear_features,
         area_thresholds=tuple(thresholds), cam_grid=args.cam_grid, max_images=args.max_images,
