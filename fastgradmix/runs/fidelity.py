@@ -60,8 +60,9 @@ ROWS: tuple[Row, ...] = (
     Row("batch size", "256", "train_*.sh --batch_size 256", _o("batch_size")),
     Row("optimiser", "Adam, lr 1e-3", "util.set_optimizer: Adam, no weight decay; --learning_rate 0.001",
         _o("lr", "weight_decay")),
-    Row("lr schedule", "not in DESIGN.md's reading (fastgradmix: cosine to 0)", "util.adjust_learning_rate, --cosine True --lr_decay_rate 0.8: per epoch from lr "
-        "to lr * 0.8^3", _o("lr_schedule")),
+    Row("lr schedule", "not in DESIGN.md's reading (fastgradmix: cosine to 0)",
+        "util.adjust_learning_rate, --cosine True --lr_decay_rate 0.8: per epoch from lr to lr * 0.8^3",
+        _o("lr_schedule")),
     # data
     Row("image size", "32 px, Tiny ImageNet 64 px", "datautil.image_size_mapping", _o("image_size")),
     Row("training views", "standard SimCLR augmentation for every protocol but MNIST",
@@ -79,8 +80,9 @@ ROWS: tuple[Row, ...] = (
         "(main_supcon.py's grad_splits=1 path keeps those parameter gradients in the step)", _o("cam_grad")),
     Row("CAM weighting", "LayerCAM: ReLU(G) A summed over channels", "datautil.layer_salient_maps: "
         "activations * relu(gradients), channel sum", _o("aug")),
-    Row("CAM layers", "an ablation over conv4_2, conv5_2, conv3_2+conv4_2, ...; DESIGN.md fixes no default", "--grad_layers \"3\" = layer4[-1] = conv5_2 "
-        "(main_supcon.py default; scripts also \"2\", \"2,3\")", _o("cam_layers")),
+    Row("CAM layers", "an ablation over conv4_2, conv5_2, conv3_2+conv4_2, ...; DESIGN.md fixes no default",
+        "--grad_layers \"3\" = layer4[-1] = conv5_2 (main_supcon.py default; scripts also \"2\", \"2,3\")",
+        _o("cam_layers")),
     Row("CAM normalisation", "per image by its max (DESIGN.md section 2, step 3)",
         "datautil.layer_salient_maps: one min-max over the batch (both views) per layer", _o("cam_norm")),
     Row("CAM timing", "every step, from the current model", "every step, a separate forward + backward in "
