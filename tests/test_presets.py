@@ -179,3 +179,22 @@ def test_published_subset_and_normalisation_refuse_protocols_without_values():
     assert published_normalisation(data).std == (0.2023, 0.1994, 0.2010)  # CIFAR-10's published constants
     with pytest.raises(UserError, match="no constants for digits"):
         published_normalisation(_open_set("digits", [3], [2], [1]))
+
+
+def test_run_data_under_the_official_preset_on_a_cifar_plus_layout(synthetic_data):
+    """load_run_data applies the published constants; the protocol records each unknown test image's class,
+    which the published per-class caps need (the miniature layout is below every cap: nothing is dropped)."""
+    from fastgradmix.runs.rebuild import evaluation_subset, load_run_data
+
+    root, _ = synthetic_data
+    cfg, _ = parse_args(["--protocol", "cifar+10", "--preset", "official", "--data-root", str(root)])
+    data = load_run_data(cfg, progress=False)
+    assert (data.mean, data.std) == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    unknown = data.test_labels < 0
+    stamped = data.test_images[unknown][:, 0, 0, 0].long()  # each image carries its CIFAR-100 class
+    named = [data.unknown_classes[i] for i in data.unknown_test_classes[unknown].tolist()]
+    from dataset_writers import CIFAR100_NAMES
+    assert named == [CIFAR100_NAMES[c] for c in stamped.tolist()]
+    assert (data.unknown_test_classes[~unknown] == -1).all()
+    subset = evaluation_subset(data, cfg.test_subsample)
+    assert torch.equal(subset.test_images, data.test_images) and torch.equal(subset.train_labels, data.train_labels)
