@@ -32,7 +32,7 @@ from fastgradmix.evaluation.plan import Plan, plan
 from fastgradmix.evaluation.scoring import Scorer, build_scorer
 from fastgradmix.runs.config import resolved_score
 from fastgradmix.runs.folder import Run
-from fastgradmix.runs.rebuild import build_run_model, load_run_data
+from fastgradmix.runs.rebuild import build_run_model, evaluation_subset, load_run_data
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ def _prepare(run: Run, options: EvalConfig) -> tuple[OpenSetData, Plan, torch.Te
     before the long part starts so that missing data fails early."""
     cfg = run.cfg
     data = load_run_data(cfg, options.data_root, options.progress)
+    data = evaluation_subset(data, options.test_subsample or cfg.test_subsample)  # published: first N per class
     todo = plan(cfg, data, options)
     if options.max_bank:
         data = data.subset_train(options.max_bank, options.seed)
@@ -129,7 +130,8 @@ def _set_up(run: Run, options: EvalConfig, device: torch.device, data: OpenSetDa
     score = resolved_score(cfg.method, cfg.score if options.score == "auto" else options.score)
     scorer = build_scorer(model, data, spec, topk, options.batch_size or cfg.eval_batch_size, device,
                           cfg.channels_last, options.progress, score)
-    settings = {"topk": topk, "score": score, "max_images": options.max_images,
+    settings = {"topk": topk, "score": score, "test_subsample": options.test_subsample or cfg.test_subsample,
+                "max_images": options.max_images,
                 "max_bank": options.max_bank, "seed": options.seed, "checkpoint_epoch": run.checkpoint.get("epoch"),
                 "evaluated_at": datetime.datetime.now().isoformat(timespec="seconds"), "fastgradmix": __version__,
                 "torch": torch.__version__}

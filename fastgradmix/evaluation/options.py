@@ -37,6 +37,7 @@ class EvalConfig:
     from_all: bool = True  # the tasks came from "all": those a run cannot do are skipped with a note
     topk: int | None = None  # None: the run's
     score: str = "auto"  # auto: the run's --score (msp for --method ce, sum otherwise)
+    test_subsample: str | None = None  # None: the run's
     ood_out: tuple[str, ...] = ()  # (): the protocol's default pairing
     corruptions: tuple[str, ...] = CORRUPTIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # sorted, distinct
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open-set score: sum (Algorithm 1's top-k similarity), normalized (class scores / "
                              "their sum, as the published code), msp (maximum softmax probability) or mls (maximum "
                              "logit) of a --method ce run's classifier; auto (default): the run's")
+    parser.add_argument("--test-subsample", choices=("none", "published"), default=None,
+                        help="bank and test images: none (all) or published (the first N per class the published "
+                             "feature_reading.py keeps; docs/FIDELITY.md) (default: the run's)")
     parser.add_argument("--ood-out", default="", help="out-sets for ood, comma-separated: an OOD protocol "
                         "(e.g. cifar10-vs-svhn), folder:PATH (ImageFolder tree), noise:uniform, noise:gaussian "
                         "(default: the protocol's pairing)")
@@ -140,7 +144,8 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
     if "ood" in tasks:
         check_out_set_names(ood_out)
     return EvalConfig(
-        run=args.run, tasks=tuple(tasks), from_all=from_all, topk=args.topk, score=args.score, ood_out=ood_out,
+        run=args.run, tasks=tuple(tasks), from_all=from_all, topk=args.topk, score=args.score,
+        test_subsample=args.test_subsample, ood_out=ood_out,
         corruptions=tuple(corruptions), severities=tuple(severities), corruption_table=args.corruption_table,
         corruption_data=args.corruption_data, glass_swap=args.glass_swap, compare=args.compare,
         linear_features=args.linear_features,

@@ -16,6 +16,7 @@ from typing import Any
 from fastgradmix.common.cli import OneLineParser
 from fastgradmix.common.errors import UserError
 from fastgradmix.distributed.collectives import world_size
+from fastgradmix.runs.presets import PRESET_NAMES, preset_values
 
 
 def option(default: Any, help: str, choices: tuple | None = None, parse: Any = None, low: float | None = None,
@@ -76,6 +77,8 @@ def resolved_score(method: str, score: str) -> str:
     if score == "auto":
         return "msp" if method == "ce" else "sum"
     return score
+VIEW_KINDS = ("auto", "simclr", "simclr-noflip", "crop", "rotate")
+LR_SCHEDULES = ("cosine", "epoch-cosine")
 
 
 @dataclass
@@ -158,6 +161,43 @@ class Config:
     tensorboard: bool = option(False, "also write TensorBoard event files to runs/NAME/tb/: the logged numbers, a "
                                "grid of the mixed views per epoch, the final metrics and ROC curve (needs "
                                "pip install 'fastgradmix[tensorboard]')")
+    # fidelity: the recipe of the paper or of the published code (docs/FIDELITY.md: one row per choice)
+    preset: str = option("paper", "per-protocol recipe applied before your own options: paper (the paper's text, "
+                         "the published scripts where it is silent) or official (the published code's GradMix, "
+                         "scoring and schedule); see docs/FIDELITY.md", PRESET_NAMES)
+    views: str = option("auto", "training views: simclr (crop, flip, colour jitter, grayscale), simclr-noflip, "
+                        "crop (crop only), rotate (+-rotate_degrees only, no crop), auto (the data set's own: "
+                        "crop only for digits)", VIEW_KINDS)
+    rotate_degrees: float = option(5.0, "--views rotate: angle drawn uniformly in [-d, d] degrees", low=0,
+                                    high=180)
+    normalisation: str = option("dataset", "input normalisation: dataset (mean/std of the training images) or "
+                                "published (the published code's constants; MNIST unnormalised)",
+                                ("dataset", "published"))
+    cam_loss: str = option("objective", "loss whose CAM places the box: objective (L_con of --method) or "
+                           "self-supervised (SimCLR of both views; MoCo: InfoNCE), as the published code",
+                           ("objective", "self-supervised"))
+    cam_norm: str = option("image", "CAM normalisation per layer: image (each map by its max) or batch (one "
+                           "min-max over the batch's maps, both views), as the published code", ("image", "batch"))
+    box_share: str = option("per-image", "box size drawn per image, or one per batch (published)",
+                            ("per-image", "per-batch"))
+    box_draw: str = option("side", "gamma ~ U(gamma-min, gamma-max) is the box's side fraction (sides "
+                           "round(gamma H)), or its area fraction (sides int(H sqrt(gamma)), published)",
+                           ("side", "area"))
+    box_position: str = option("window", "window: the box of highest CAM sum inside the image; hottest: centred "
+                               "on the hottest CAM pixel, clipped to the border (published)", ("window", "hottest"))
+    paste: str = option("partner", "what fills the box: the resized partner image, or uniform noise in [0, 1) "
+                        "(published)", ("partner", "noise"))
+    mix_anchors: str = option("mixed", "l_mix: anchor the mixed view (positive: the second view), or the clean "
+                              "views as anchors with the forward of [mixed; v2] as positives (published)",
+                              ("mixed", "clean"))
+    mix_weight: str = option("area", "w_i of l_mix: the box's area fraction, or remaining = 1 - box area "
+                             "(published)", ("area", "remaining"))
+    loss_scale: str = option("none", "scale of SupCon, SimCLR and l_mix: none, or tau/0.07 (the published "
+                             "SupConLoss's temperature / base_temperature)", ("none", "tau/0.07"))
+    lr_schedule: str = option("cosine", "cosine: per step from --lr to 0; epoch-cosine: per epoch from --lr to "
+                              "--lr * 0.8^3 (published)", LR_SCHEDULES)
+    test_subsample: str = option("none", "evaluation images: none (all), or published (the first N per class "
+                                 "that the published feature_reading.py keeps)", ("none", "published"))
 
     def cam_layer_list(self) -> list[str]:
         return [name for name in self.cam_layers.split("+") if name]
@@ -173,21 +213,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# Per-protocol settings that differ from the defaults. digits is sized to finish in a few minutes on
-# 2 CPU cores: 16 px images and a quarter-width ResNet-18 (its 8x8 originals carry little more).
-PRESETS: dict[str, dict[str, Any]] = {
-    "digits": dict(image_size=16, width=16, epochs=30, batch_size=128, cam_layers="conv4_2",
-                   eval_batch_size=1024, moco_queue=512),  # 754 training images: a queue under one epoch
-    # MNIST-like (DESIGN.md section 2): no GradMix; 28 px digits upsampled to 32 px for the CIFAR stem
-    "mnist": dict(image_size=32, aug="none"),
-    # SVHN: no flips (digits), but colour ops and GradMix (the data sets flip/colour; see protocols.py)
-    "svhn": dict(image_size=32),
-    **{name: dict(image_size=32) for name in ("cifar10", "cifar+10", "cifar+50", "cifar10-closed", "cifar100-closed",
-                                              "cifar10-vs-cifar100", "cifar10-vs-svhn")},
-    # Tiny ImageNet at its native 64 px, lambda = 1.0 (DESIGN.md section 2)
-    **{name: dict(image_size=64, lam=1.0) for name in ("tinyimagenet", "tinyimagenet100-closed")},
-    "imagefolder": dict(image_size=64),
-}
 
 
 def validate(cfg: Config) -> None:
@@ -214,6 +239,7 @@ def validate(cfg: Config) -> None:
          f"--method ce trains without a mixed view: use --aug none (got --aug {cfg.aug})"),
         (cfg.method == "ce" or cfg.score not in LOGIT_SCORES,
          f"--score {cfg.score} needs a classifier's logits: train with --method ce, or use --score sum"),
+        *fidelity_checks(cfg),
     ]
     for ok, message in checks:
         if not ok:
@@ -236,27 +262,69 @@ def _check_bounds(f: dataclasses.Field, value: Any) -> None:
         raise UserError(f"{flag} must be <= {high} (got {value})")
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, description="Train a GradMix open-set recognizer, then evaluate it.",
-                            argument_default=argparse.SUPPRESS)
+# GradMix variants that only the PyTorch reference implements (no Triton kernel): option -> its kernel value
+KERNEL_FORMS = {"cam_norm": "image", "box_position": "window", "paste": "partner"}
+
+
+def fidelity_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """The checks of the fidelity options (docs/FIDELITY.md), as ``validate``'s (ok, message) pairs."""
+    without_kernel = [f"--{name.replace('_', '-')} {getattr(cfg, name)}" for name, kernel_value in KERNEL_FORMS.items()
+                      if getattr(cfg, name) != kernel_value]
+    return [
+        (0 <= cfg.rotate_degrees <= 180, f"--rotate-degrees must lie in [0, 180] (got {cfg.rotate_degrees})"),
+        (not (cfg.cam_loss == "self-supervised" and cfg.cam_grad == "detached"),
+         "--cam-grad detached takes the CAM gradient from L_con's backward; --cam-loss self-supervised needs "
+         "--cam-grad exact"),
+        (not (cfg.mix_anchors == "clean" and cfg.method == "moco"),
+         "--mix-anchors clean is the two-view form of SupCon/SimCLR; MoCo's mix term anchors the mixed query "
+         "(use --mix-anchors mixed)"),
+        (not (cfg.gradmix_backend == "triton" and cfg.aug in ("gradmix", "gradcam-mix") and without_kernel),
+         f"--gradmix-backend triton: no Triton kernel for {', '.join(without_kernel)}; use --gradmix-backend auto "
+         "or reference (the PyTorch reference runs these variants on every device)"),
+    ]
+
+
+def build_parser(prog: str, shown: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The command line of ``Config``; ``shown`` are the defaults ``--help`` prints (the preset's, when the
+    command line names a protocol, method or preset), else the dataclass's."""
+    parser = OneLineParser(prog=prog, description="Train a GradMix open-set recognizer, then evaluate it. "
+                            "Defaults shown are those of --preset/--protocol/--method as given (see "
+                            "docs/FIDELITY.md).", argument_default=argparse.SUPPRESS)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         meta = f.metadata
+        default = f.default if shown is None else shown.get(f.name, f.default)
         # `from __future__ import annotations` makes every field type a string such as "int"
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                help=f"{meta['help']} (default {f.default})")
+                                help=f"{meta['help']} (default {default})")
         else:
             kind = meta.get("parse") or {"int": int, "float": finite_float, "str": str}[f.type]
             parser.add_argument(flag, type=kind, choices=meta["choices"],
-                                help=f"{meta['help']} (default {f.default!r})")
+                                help=f"{meta['help']} (default {default!r})")
     return parser
+
+
+def help_defaults(argv: list[str] | None) -> dict[str, Any] | None:
+    """What ``--help`` shows as defaults: the resolved preset of the protocol, method and preset named in
+    ``argv`` (None when they cannot be read; the real parser then reports the problem)."""
+    scan = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for name in ("protocol", "method", "preset"):
+        scan.add_argument("--" + name)
+    try:
+        named, _ = scan.parse_known_args(argv)
+    except SystemExit:
+        return None
+    named = vars(named)
+    if named.get("preset", Config.preset) not in PRESET_NAMES:
+        return None
+    return merge(named).to_dict()
 
 
 def parse_args(argv: list[str] | None, prog: str = "fastgradmix.train",
                saved: dict[str, Any] | None = None) -> tuple[Config, dict[str, Any]]:
     """Returns the merged config and the options that were given explicitly."""
-    explicit = vars(build_parser(prog).parse_args(argv))
+    explicit = vars(build_parser(prog, help_defaults(argv)).parse_args(argv))
     return merge(explicit, saved), explicit
 
 
@@ -264,10 +332,17 @@ def merge(explicit: dict[str, Any], saved: dict[str, Any] | None = None) -> Conf
     if saved is not None:
         known = {f.name for f in dataclasses.fields(Config)}
         values = {k: v for k, v in saved.items() if k in known}
-    else:
-        protocol = explicit.get("protocol", Config.protocol)
-        values = dict(PRESETS.get(protocol, {}))
+    else:  # the preset of the protocol (and method) first, then the user's own options
+        values = resolved_preset(explicit)
     values.update(explicit)
     if values.get("method") == "ce" and "aug" not in explicit and saved is None:
         values["aug"] = "none"  # the cross-entropy baseline has no mixed view: --method ce alone is enough
     return Config(**values)
+
+
+def resolved_preset(explicit: dict[str, Any]) -> dict[str, Any]:
+    """The values ``--preset`` sets for the protocol and method of ``explicit`` (runs/presets.py), with
+    ``preset`` itself, so config.json records which preset a run resolved from."""
+    preset = explicit.get("preset", Config.preset)
+    values = preset_values(preset, explicit.get("protocol", Config.protocol), explicit.get("method", Config.method))
+    return {"preset": preset, **values}

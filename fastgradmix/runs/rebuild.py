@@ -9,6 +9,7 @@ from pathlib import Path
 from fastgradmix.common.errors import UserError
 from fastgradmix.data.openset import OpenSetData
 from fastgradmix.data.protocols import build_protocol
+from fastgradmix.data.published import published_normalisation, published_test_subset
 from fastgradmix.models import ClassifierModel, ContrastiveModel, build_model
 from fastgradmix.runs.config import Config
 
@@ -22,7 +23,19 @@ def load_run_data(cfg: Config, data_root: str = "", progress: bool = True, downl
     data = build_protocol(cfg.protocol, split, cfg.image_size, data_root or cfg.data_root, download=download,
                           skip_bad_images=cfg.skip_bad_images, known_classes=cfg.known_classes or None,
                           unknown_classes=cfg.unknown_classes or None, progress=progress)
+    if cfg.normalisation == "published":  # the published code's constants (data/published.py)
+        data = published_normalisation(data)
     return data.subset_train(cfg.train_subset, cfg.seed)  # --train-subset N: the same images (0 = all)
+
+
+def evaluation_subset(data: OpenSetData, test_subsample: str) -> OpenSetData:
+    """The bank and test images an evaluation scores: all (``none``), or the published code's first N per
+    class (``published``, data/published.py)."""
+    if test_subsample == "published":
+        return published_test_subset(data)
+    if test_subsample != "none":
+        raise UserError(f"unknown test subsample {test_subsample!r}: choose none or published")
+    return data
 
 
 def build_run_model(cfg: Config, channels: int, checkpoint: dict | None = None, where: Path | None = None,

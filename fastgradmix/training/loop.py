@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fastgradmix.common.device import resolve_device
 from fastgradmix.common.errors import UserError
 from fastgradmix.common.files import append_line, json_text, write_json
-from fastgradmix.data.augment import AugmentSpec
+from fastgradmix.data.augment import AugmentSpec, view_spec
 from fastgradmix.data.loaders.pipeline import InputPipeline, build_input_pipeline
 from fastgradmix.data.loaders.sharding import GRADMIX_STREAM, seeded_generator
 from fastgradmix.data.openset import OpenSetData
@@ -29,11 +29,11 @@ from fastgradmix.distributed import collectives
 from fastgradmix.distributed.launch import AgreedError, agreed, main_print, rank_device, rank_zero_first, wrap_model
 from fastgradmix.evaluation.scoring import evaluate_open_set
 from fastgradmix.runs.config import Config, resolved_score
-from fastgradmix.runs.rebuild import build_run_model, load_run_data
+from fastgradmix.runs.rebuild import build_run_model, evaluation_subset, load_run_data
 from fastgradmix.training import run_files
 from fastgradmix.training.compile import compile_regions
 from fastgradmix.training.results import print_table, results_record
-from fastgradmix.training.schedule import cosine_lr
+from fastgradmix.training.schedule import learning_rate
 from fastgradmix.training.step import TrainStep, build_optimizer
 from fastgradmix.training.step_log import non_finite_message, out_of_memory_message, read_losses
 from fastgradmix.training.tensorboard_log import TrainingTensorBoard
@@ -105,7 +105,7 @@ def _set_up(cfg: Config) -> Session:
     # Rank 0 reads first: a download or the decoded-image cache is written once.
     data = rank_zero_first(lambda: _load_data(cfg, show_progress))
     main_print(data.describe())  # classes, openness, image counts
-    spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std, flip=data.flip, color=data.color)
+    spec = view_spec(cfg.views, cfg.image_size, data.mean, data.std, data.flip, data.color, cfg.rotate_degrees)
     inputs = agreed(lambda: build_input_pipeline(
         cfg.loader, data, spec, cfg.batch_size // world, cfg.seed, device, workers=cfg.workers, rank=rank,
         world_size=world,
@@ -181,7 +181,7 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
 
 def _train_epoch(session: Session, epoch: int, progress: tqdm) -> None:
     cfg, loader, step_fn = session.cfg, session.inputs.train, session.step_fn
-    steps_per_epoch, total_steps = loader.steps_per_epoch, loader.steps_per_epoch * cfg.epochs
+    steps_per_epoch = loader.steps_per_epoch
     optimizer = step_fn.optimizer
     # GradMix's draws (partners, boxes), a stream per rank like the augmentations
     mix_generator = seeded_generator(cfg.seed, epoch, GRADMIX_STREAM, session.device, collectives.rank())
@@ -189,7 +189,7 @@ def _train_epoch(session: Session, epoch: int, progress: tqdm) -> None:
     for index, (view1, view2, labels) in enumerate(loader.epoch(epoch)):
         step = epoch * steps_per_epoch + index
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(cfg.lr, step, total_steps)
+            group["lr"] = learning_rate(cfg.lr_schedule, cfg.lr, step, steps_per_epoch, cfg.epochs)
         try:
             losses = step_fn(view1, view2, labels, mix_generator)
         except torch.cuda.OutOfMemoryError:
@@ -226,12 +226,13 @@ def _evaluate(session: Session, train_wall_s: float) -> dict:
     cfg = session.cfg
     collectives.broadcast_buffers(session.model)
     open_scores = {}  # known/unknown open-set scores, for --tensorboard's ROC curve
-    scores = evaluate_open_set(session.model, session.data, session.spec, cfg.topk, cfg.eval_batch_size,
-                               session.device, cfg.channels_last, session.show_progress,
-                               score=resolved_score(cfg.method, cfg.score), views=session.inputs.eval,
-                               keep_scores=open_scores)
+    data = evaluation_subset(session.data, cfg.test_subsample)  # --test-subsample published: first N per class
+    scores = evaluate_open_set(session.model, data, session.spec, cfg.topk, cfg.eval_batch_size, session.device,
+                               cfg.channels_last, session.show_progress, score=resolved_score(cfg.method, cfg.score),
+                               views=session.inputs.eval, keep_scores=open_scores)
     images_seen = session.inputs.train.steps_per_epoch * cfg.epochs * cfg.batch_size
     results = results_record(cfg, session.data, scores, train_wall_s, images_seen, session.device)
+    results.update(n_known_test=data.n_known_test, n_unknown_test=data.n_unknown_test)  # the images scored
     if collectives.is_main_process():
         write_json(session.run_dir / "results.json", results)
         print_table(results, session.run_dir)

@@ -3,7 +3,8 @@
 The views are the recipe of DESIGN.md section 2 in torchvision's own transforms: RandomResizedCrop
 (scale 0.2-1), RandomHorizontalFlip, RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8),
 RandomGrayscale(0.2), then conversion to float and Normalize; MNIST-like data (flip=False,
-color=False) get the crop only, and colour ops need three channels.
+color=False) get the crop only, and colour ops need three channels; ``--views rotate`` is RandomRotation
+(bilinear) and a resize, no crop.
 
 Reproducible: sample i of epoch e on rank r is augmented with torch's CPU generator seeded from
 mix_seed(seed, e, r, i), so the batches are the same for any number of workers and whatever order the
@@ -26,7 +27,12 @@ from fastgradmix.data.loaders.sharding import check_rank, epoch_batches, mix_see
 
 def view_transform(spec: AugmentSpec, channels: int):
     """One SimCLR view of a uint8 (C, H, W) image -> normalised float32 (C, size, size)."""
-    steps = [v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True)]
+    if spec.crop:
+        steps = [v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True)]
+    else:  # --views rotate: the whole image, rotated (bilinear, corners 0), then resized
+        steps = [v2.RandomRotation(spec.rotate_degrees, interpolation=v2.InterpolationMode.BILINEAR)] \
+            if spec.rotate_degrees > 0 else []
+        steps.append(v2.Resize((spec.size, spec.size), antialias=True))
     if spec.flip:
         steps.append(v2.RandomHorizontalFlip())
     if spec.color and channels == 3:

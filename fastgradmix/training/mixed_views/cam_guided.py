@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastgradmix.gradmix.augment import MixedView, gradmix_view
+from fastgradmix.gradmix.augment import GradMixRecipe, MixedView, gradmix_view
 from fastgradmix.gradmix.capture import CamCapture
 from fastgradmix.gradmix.ops import resolve_ops
 from fastgradmix.training.mixed_views.base import MixedViewStrategy
@@ -46,6 +46,7 @@ class CamGuidedMix(MixedViewStrategy):
         self.exact = cfg.cam_grad == "exact"
         self.backpropagates_clean_loss = not self.exact
         self.gamma_range = (cfg.gamma_min, cfg.gamma_max)
+        self.recipe = GradMixRecipe.from_config(cfg)  # the paper's form, or published variants (FIDELITY.md)
         self.capture = CamCapture(module, cfg.cam_layer_list(), keep_grads=not self.exact)
         self.ops = resolve_ops(cfg.gradmix_backend, device)
         self._gradients: list[torch.Tensor] | None = None  # G of this step, per layer (B, C_l, h_l, w_l)
@@ -61,8 +62,9 @@ class CamGuidedMix(MixedViewStrategy):
         self.capture.disarm()
 
     def cam_gradient(self, clean_loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
-        """G = dL_con/dA at the CAM layers, kept for ``make``. Under DDP, G is the world size times the
-        single-process gradient; the CAM is normalised per image, so that factor drops out."""
+        """G = dL/dA at the CAM layers, kept for ``make``; L is L_con, or under ``--cam-loss self-supervised``
+        the self-supervised term the step passes instead (exact mode only). Under DDP, G is the world size
+        times the single-process gradient; the CAM is normalised, per image or per batch, so it drops out."""
         activations = self.capture.activations
         if self.exact:
             self._gradients = torch.autograd.grad(scaler.scale(clean_loss), activations, retain_graph=True)
@@ -71,9 +73,11 @@ class CamGuidedMix(MixedViewStrategy):
             self._gradients = self.capture.gradients
 
     def make(self, view1: torch.Tensor, generator: torch.Generator) -> MixedView:
-        """Steps 3-8 from the first view's half of the captured tensors (the clean forward may hold 2N)."""
-        n = view1.shape[0]
-        cam_acts = [a[:n].detach() for a in self.capture.activations]  # each (N, C_l, h_l, w_l)
-        cam_grads = [g[:n].detach() for g in self._gradients]
+        """Steps 3-8 from the captured tensors: the first view's half (the clean forward may hold 2N rows),
+        or all rows for ``--cam-norm batch``, whose normalisation spans the whole batch as the published code's."""
+        rows = slice(None) if self.recipe.cam_norm == "batch" else slice(0, view1.shape[0])
+        cam_acts = [a[rows].detach() for a in self.capture.activations]  # each (B, C_l, h_l, w_l), B = N or 2N
+        cam_grads = [g[rows].detach() for g in self._gradients]
         self._gradients = None
-        return gradmix_view(view1, cam_acts, cam_grads, self.variant, self.gamma_range, generator, self.ops)
+        return gradmix_view(view1, cam_acts, cam_grads, self.variant, self.gamma_range, generator, self.ops,
+                            self.recipe)
