@@ -16,7 +16,7 @@ from fastgradmix.common.errors import UserError
 from fastgradmix.data.openset import OpenSetData
 from fastgradmix.data.protocols import PROTOCOLS
 from fastgradmix.data.published import published_normalisation, published_test_subset
-from fastgradmix.runs.config import Config, parse_args, validate
+from fastgradmix.runs.config import Config, parse_args, resolved_score, validate
 from fastgradmix.runs.fidelity import ROWS
 from fastgradmix.training.schedule import learning_rate
 
@@ -77,7 +77,8 @@ def test_the_default_is_the_paper_preset_and_digits_keeps_its_cpu_preset():
     assert (cfg.cam_loss, cfg.cam_norm, cfg.box_share, cfg.box_draw, cfg.box_position, cfg.paste, cfg.mix_anchors,
             cfg.mix_weight, cfg.loss_scale, cfg.lr_schedule, cfg.topk, cfg.score, cfg.denominator) == (
         "objective", "image", "per-image", "side", "window", "partner", "mixed", "area", "none", "cosine", 10,
-        "sum", "all")
+        "auto", "all")
+    assert resolved_score(cfg.method, cfg.score) == "sum"  # auto: Algorithm 1's sum for the contrastive methods
 
 
 def test_user_options_win_over_the_preset_and_the_config_records_both():
