@@ -187,22 +187,29 @@ def test_seed_makes_draws_repeatable_and_generator_overrides_it():
 
 
 def test_options_pass_through_to_gradmix_view(monkeypatch):
-    """A keyword option of gradmix_view (a variant another module adds) reaches it unchanged."""
+    """A keyword option of gradmix_view (its published-code variants, ``recipe``) reaches it unchanged, and
+    the view is that variant's: the box centred on the hottest CAM pixel is filled with noise, not a partner."""
+    from fastgradmix.gradmix.augment import GradMixRecipe
+
     received = {}
     real_view = mixer_module.gradmix_view
 
-    def view_with_a_variant(images, activations, gradients, variant, gamma_range, generator, ops,
-                            hottest_pixel: bool = False):
-        received["hottest_pixel"] = hottest_pixel
-        return real_view(images, activations, gradients, variant, gamma_range, generator, ops)
+    def recording_view(*args, **kwargs):
+        received.update(kwargs)
+        return real_view(*args, **kwargs)
 
-    monkeypatch.setattr(mixer_module, "gradmix_view", view_with_a_variant)
+    monkeypatch.setattr(mixer_module, "gradmix_view", recording_view)
+    recipe = GradMixRecipe(box_position="hottest", paste="noise")
     model, images = _torchvision_batch()
-    mixer = fastgradmix.GradMix(model, layers=["layer3.1"], hottest_pixel=True)
+    mixer = fastgradmix.GradMix(model, layers=["layer3.1"], recipe=recipe, seed=0)
     with mixer.capture():
         loss = _loss(model(images))
-    mixer.mix(images, loss)
-    assert received == {"hottest_pixel": True}
+    mixed = mixer.mix(images, loss)
+    assert received == {"recipe": recipe}
+    plain = fastgradmix.GradMix(model, layers=["layer3.1"], seed=0)
+    with plain.capture():
+        loss = _loss(model(images))
+    assert not torch.equal(mixed.images, plain.mix(images, loss).images)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -131,7 +131,7 @@ def test_step_gradients_equal_the_written_out_objective(method, aug, monkeypatch
         return wrapper
 
     monkeypatch.setattr("fastgradmix.training.mixed_views.pixel.mixed_view", record(mixed_view))
-    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view", record(gradmix_view))
+    monkeypatch.setattr("fastgradmix.gradmix.mixer.gradmix_view", record(gradmix_view))
     view1, view2 = _views()
     losses = step(view1, view2, LABELS, torch.Generator().manual_seed(5))
     mixed = recorded["mixed"]
@@ -243,7 +243,7 @@ def test_cam_layer_ablation_on_every_backbone(arch, cam_layers, monkeypatch):
         seen["view"] = gradmix_view(images, acts, grads, *args, **kwargs)
         return seen["view"]
 
-    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view", record)
+    monkeypatch.setattr("fastgradmix.gradmix.mixer.gradmix_view", record)
     view1, view2 = _views()
     losses = step(view1, view2, LABELS, torch.Generator().manual_seed(0))
     assert torch.isfinite(losses["loss"]) and float(losses["mix"]) > 0

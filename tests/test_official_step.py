@@ -155,7 +155,7 @@ def test_official_step_equals_the_published_step(seed, monkeypatch):
         seen["view"] = gradmix_view(*args, **kwargs)
         return seen["view"]
 
-    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view", record)
+    monkeypatch.setattr("fastgradmix.gradmix.mixer.gradmix_view", record)
     step = TrainStep(model, build_optimizer(model, 1e-3, 0.0), cfg, CPU)
     losses = step(images1, images2, LABELS, torch.Generator().manual_seed(seed))
 

@@ -44,6 +44,7 @@ CAM_GRADIENTS = ("exact", "detached")  # autograd.grad of the loss in mix, or re
 
 # gradmix_view's own arguments, which GradMix fills itself; any other keyword of it is a variant option
 _FILLED_BY_GRADMIX = ("images", "activations", "gradients", "variant", "gamma_range", "generator", "ops")
+VIEW_OPTIONS = frozenset(inspect.signature(gradmix_view).parameters) - frozenset(_FILLED_BY_GRADMIX)
 
 
 def _layer_finder(model: nn.Module):
@@ -85,10 +86,9 @@ class GradMix:
             raise ValueError(f"GradMix: gamma must satisfy 0 < min <= max <= 1, not {gamma!r}")
         if cam not in CAM_WEIGHTINGS:
             raise ValueError(f"GradMix: cam must be one of {CAM_WEIGHTINGS}, not {cam!r}")
-        accepted = set(inspect.signature(gradmix_view).parameters) - set(_FILLED_BY_GRADMIX)
-        unknown = sorted(set(view_options) - accepted)
+        unknown = sorted(set(view_options) - VIEW_OPTIONS)
         if unknown:
-            raise ValueError(f"GradMix: unknown option(s) {unknown}; gradmix_view accepts {sorted(accepted)}")
+            raise ValueError(f"GradMix: unknown option(s) {unknown}; gradmix_view accepts {sorted(VIEW_OPTIONS)}")
         if cam_grad not in CAM_GRADIENTS:
             raise ValueError(f"GradMix: cam_grad must be one of {CAM_GRADIENTS}, not {cam_grad!r}")
         if backend not in BACKENDS:  # fails here, not in the first step (the device is known only then)
@@ -100,6 +100,7 @@ class GradMix:
         self.backend = backend
         self.seed = seed
         self.view_options = view_options
+        self._normalised_over_batch = getattr(view_options.get("recipe"), "cam_norm", "image") == "batch"
         find_layer = _layer_finder(model)
         self.modules = [find_layer(name) for name in self.layers]  # the hooked modules (e.g. compile boundaries)
         self._capture = CamCapture(model, self.layers, keep_grads=cam_grad == "detached",
@@ -141,8 +142,11 @@ class GradMix:
         if any(a.shape[0] < n for a in activations):
             raise ValueError(f"GradMix.mix: {n} images but the captured forward held {activations[0].shape[0]}")
         gradients = self._gradients(activations, loss)  # per layer, as the activations
-        cam_acts = [a[:n].detach() for a in activations]  # each (N, C_l, h_l, w_l): the images' rows
-        cam_grads = [g[:n].detach() for g in gradients]
+        # the images' rows, or every captured row when the CAM is normalised over the whole batch (the
+        # published code's --cam-norm batch spans both views); gradmix_view mixes the first N either way
+        rows = slice(None) if self._normalised_over_batch else slice(0, n)
+        cam_acts = [a[rows].detach() for a in activations]  # each (N or B, C_l, h_l, w_l)
+        cam_grads = [g[rows].detach() for g in gradients]
         self._capture.activations, self._capture.gradients = [], []  # spent: free them now, not at the next forward
         if generator is None:
             generator = self._generator(images.device)
