@@ -194,6 +194,19 @@ PYEOF
 )"
 }
 
+section_replication() {
+    # not in DEFAULT_SECTIONS (it takes the whole budget): SECTIONS=replication bash bench/device_run.sh.
+    # CIFAR-10 split 0, --aug gradmix / --aug none / --method ce, the same epochs, one table (bench/replicate.py).
+    # Data: FGM_DATA_ROOT, else unpacked from ./shared/data or ../shared/data into $OUT/data.
+    local data=${FGM_DATA_ROOT:-$OUT/data} source=""
+    for candidate in shared/data ../shared/data; do [ -f "$candidate/unpack.sh" ] && source=$candidate && break; done
+    local unpack=()
+    [ -z "${FGM_DATA_ROOT:-}" ] && [ -n "$source" ] && unpack=(--unpack-from "$source")
+    run_with_timeout replication "${REPLICATION_TIMEOUT:-540}" "$PY" bench/replicate.py --preset gpu \
+        --data-root "$data" "${unpack[@]}" --out "$OUT/replication" ${REPLICATION_EPOCHS:+--epochs "$REPLICATION_EPOCHS"}
+    [ -f "$OUT/replication/table.md" ] && summary "$(cat "$OUT/replication/table.md")"
+}
+
 if setup; then
     for section in $SECTIONS; do
         if declare -F "section_$section" > /dev/null; then

@@ -7,6 +7,7 @@
 // or the model folder or the options are bad.
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -20,12 +21,15 @@
 #include "image_decode.hpp"
 #include "model_folder.hpp"
 #include "predictor.hpp"
+#include "printable.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr const char* kProg = "fgm-predict";
+constexpr const char* kNonFinite =
+    "the model gave a non-finite score (NaN or infinite features); check the model folder";  // predictor.NON_FINITE
 
 struct Options {
   std::string model;
@@ -97,15 +101,19 @@ bool has_image_suffix(const std::string& name) {
   return false;
 }
 
-// Image files under `folder`, recursively, entries visited in sorted name order (as deploy/image_inputs.py).
+// Image files under `folder`, recursively, entries in byte order of their names; symlinks to folders
+// are not followed (a link to .. would repeat the tree), symlinks to files are read, names that resolve
+// to nothing regular (dangling or looping links, fifos) are left out: deploy/image_inputs.py's rules.
 void images_under(const fs::path& folder, std::vector<std::string>& found) {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(folder)) names.push_back(entry.path().filename().string());
   std::sort(names.begin(), names.end());
   for (const auto& name : names) {
     fs::path path = folder / name;
-    if (fs::is_directory(path)) images_under(path, found);
-    else if (has_image_suffix(name) && fs::is_regular_file(path)) found.push_back(path.string());
+    std::error_code error;
+    bool is_link = fs::is_symlink(fs::symlink_status(path, error));
+    if (fs::is_directory(path, error) && !is_link) images_under(path, found);
+    else if (has_image_suffix(name) && fs::is_regular_file(path, error)) found.push_back(path.string());
   }
 }
 
@@ -134,35 +142,41 @@ std::vector<std::pair<std::string, std::string>> list_images(const std::vector<s
 }
 
 int run(const Options& options) {
+  int scored = 0, problems = 0;
   if (options.threads > 0) at::set_num_threads(options.threads);
   fgm::Predictor predictor(fgm::read_model_folder(options.model));
+  auto problem_line = [&](const std::string& path, const std::string& why) {
+    std::cerr << kProg << ": error: " << fgm::printable(path) << ": " << why << std::endl;
+    ++problems;
+  };
 
-  int scored = 0, problems = 0;
   std::vector<std::string> pending_paths;
-  std::vector<fgm::Image> pending_images;
+  std::vector<at::Tensor> pending_inputs;  // each (1, C, S, S)
   auto flush = [&] {
     if (pending_paths.empty()) return;
-    for (const auto& prediction : predictor.predict(pending_paths, pending_images))
+    for (const auto& prediction : predictor.predict(pending_paths, pending_inputs)) {
+      if (!std::isfinite(prediction.score)) {
+        problem_line(prediction.path, kNonFinite);
+        continue;
+      }
       std::cout << (options.json ? fgm::format_json(prediction) : fgm::format_text(prediction)) << '\n';
+      ++scored;
+    }
     std::cout.flush();
-    scored += static_cast<int>(pending_paths.size());
     pending_paths.clear();
-    pending_images.clear();
+    pending_inputs.clear();
   };
   for (const auto& [path, listing_problem] : list_images(options.inputs)) {
     std::string problem = listing_problem;
     if (problem.empty()) {
       try {
-        pending_images.push_back(fgm::decode_image_file(path));
+        pending_inputs.push_back(predictor.prepare(path));
         pending_paths.push_back(path);
-      } catch (const fgm::ImageError& error) {
+      } catch (const fgm::ImageError& error) {  // this image's problem (out of memory too); the rest go on
         problem = error.what();
       }
     }
-    if (!problem.empty()) {
-      std::cerr << kProg << ": error: " << path << ": " << problem << std::endl;
-      ++problems;
-    }
+    if (!problem.empty()) problem_line(path, problem);
     if (static_cast<int>(pending_paths.size()) == options.batch_size) flush();
   }
   flush();

@@ -1,22 +1,17 @@
 // A model folder written by `python -m fastgradmix.export` (format: docs/model_format.md), read and
-// cross-checked the way fastgradmix/deploy/model_folder.py reads it.
+// cross-checked the way fastgradmix/deploy/model_folder.py reads it: the same checks in the same order,
+// the same one-line messages.
 #pragma once
 
-#include <filesystem>
 #include <map>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
-namespace fgm {
+#include "errors.hpp"
 
-// A problem the user can fix (bad model folder, bad option): one line, exit code 2.
-class UserError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace fgm {
 
 struct Preprocessing {
   int image_size = 0;       // side S of the square model input
@@ -26,7 +21,7 @@ struct Preprocessing {
 };
 
 struct ModelFolder {
-  std::filesystem::path directory;
+  std::string directory;  // as pathlib prints it (printable.hpp's pathlib_string)
   std::vector<std::string> class_names;
   Preprocessing preprocessing;
   int topk = 0;
@@ -35,10 +30,10 @@ struct ModelFolder {
   at::Tensor bank_labels;    // (N,) int64 in [0, K)
   std::map<std::string, std::string> programs;  // device type -> .pt2 file name
 
-  // The AOTInductor package for `device` ("cpu"), checked to exist; throws UserError otherwise.
-  std::filesystem::path program_path(const std::string& device) const;
+  // The AOTInductor package for `device` ("cpu"), checked to exist inside the folder; throws UserError.
+  std::string program_path(const std::string& device) const;
 };
 
-ModelFolder read_model_folder(const std::filesystem::path& directory);
+ModelFolder read_model_folder(const std::string& directory);
 
 }  // namespace fgm

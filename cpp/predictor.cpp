@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <limits>
+#include <regex>
 #include <utility>
 
 #include <ATen/ops/_upsample_bilinear2d_aa.h>
@@ -13,15 +14,22 @@
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include "json.hpp"
+#include "printable.hpp"
 
 namespace fgm {
 namespace {
 
+// "%.6f", as Python's f"{value:.6f}": up to 309 digits before the point for a threshold near 1e308
 std::string fixed6(double value) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.6f", value);
-  return buffer;
+  int length = std::snprintf(nullptr, 0, "%.6f", value);
+  std::string text(static_cast<size_t>(length) + 1, '\0');
+  std::snprintf(text.data(), text.size(), "%.6f", value);
+  text.resize(static_cast<size_t>(length));
+  return text;
 }
+
+constexpr const char* kInputShapeKey = "fastgradmix.input_shape";  // program.INPUT_SHAPE_KEY
+constexpr const char* kFeatureDimKey = "fastgradmix.feature_dim";
 
 std::string first_line(const std::string& text) {
   auto end = text.find('\n');
@@ -31,7 +39,7 @@ std::string first_line(const std::string& text) {
 }  // namespace
 
 std::string format_text(const Prediction& p) {
-  return p.path + "\t" + p.label() + "\tscore=" + fixed6(p.score) + "\tthreshold=" + fixed6(p.threshold);
+  return printable(p.path) + "\t" + p.label() + "\tscore=" + fixed6(p.score) + "\tthreshold=" + fixed6(p.threshold);
 }
 
 std::string format_json(const Prediction& p) {
@@ -87,31 +95,58 @@ at::Tensor class_topk_scores(const at::Tensor& features, const at::Tensor& bank,
   return scores;
 }
 
+// program.check_program_shapes: the program's recorded input (C, S, S) and feature dimension must be
+// model.json's, or it would index an input of another size out of bounds
+static void check_program_shapes(torch::inductor::AOTIModelPackageLoader& program, const std::string& path,
+                          int channels, int image_size, int64_t feature_dim) {
+  auto metadata = program.get_metadata();
+  std::string shape_text = metadata.count(kInputShapeKey) ? metadata[kInputShapeKey] : "";
+  std::string dim_text = metadata.count(kFeatureDimKey) ? metadata[kFeatureDimKey] : "";
+  static const std::regex kShape(R"((\d{1,9}),(\d{1,9}),(\d{1,9}))"), kDim(R"(\d{1,9})");
+  std::smatch shape;
+  if (!std::regex_match(shape_text, shape, kShape) || !std::regex_match(dim_text, kDim))
+    throw UserError(printable(path) + " does not record the input it was compiled for (an export by an older "
+                    "fastgradmix); export the model again");
+  int64_t c = std::stoll(shape[1]), h = std::stoll(shape[2]), w = std::stoll(shape[3]), d = std::stoll(dim_text);
+  if (c != channels || h != image_size || w != image_size || d != feature_dim)
+    throw UserError(printable(path) + " takes " + std::to_string(c) + " x " + std::to_string(h) + " x " +
+                    std::to_string(w) + " inputs and gives " + std::to_string(d) + " features, but model.json says "
+                    "channels " + std::to_string(channels) + ", image_size " + std::to_string(image_size) +
+                    " and bank feature_dim " + std::to_string(feature_dim) + "; export the model again");
+}
+
 Predictor::Predictor(ModelFolder model) : model_(std::move(model)) {
-  std::filesystem::path path = model_.program_path("cpu");
+  std::string path = model_.program_path("cpu");
   try {
-    program_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path.string());
+    program_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
   } catch (const c10::Error& error) {
-    throw UserError("cannot load the compiled program " + path.string() + " (" +
+    throw UserError("cannot load the compiled program " + printable(path) + " (" +
                     first_line(error.what_without_backtrace()) + "); export the model again");
   } catch (const std::exception& error) {
-    throw UserError("cannot load the compiled program " + path.string() + " (" + first_line(error.what()) +
+    throw UserError("cannot load the compiled program " + printable(path) + " (" + first_line(error.what()) +
                     "); export the model again");
   }
+  check_program_shapes(*program_, path, model_.preprocessing.channels, model_.preprocessing.image_size,
+                       model_.bank_features.size(1));
 }
 
 Predictor::~Predictor() = default;
 
-at::Tensor Predictor::features(const std::vector<Image>& images) {
-  std::vector<at::Tensor> views;
-  views.reserve(images.size());
-  for (const Image& image : images) views.push_back(preprocess(image, model_.preprocessing));
-  std::vector<at::Tensor> outputs = program_->run({at::cat(views)});
-  return outputs.at(0);
+at::Tensor Predictor::prepare(const std::string& path) const {
+  try {
+    return preprocess(decode_image_file(path), model_.preprocessing);
+  } catch (const std::bad_alloc&) {
+    throw ImageError(kOutOfMemory);
+  } catch (const c10::Error& error) {  // libtorch's CPU allocator: "DefaultCPUAllocator: can't allocate memory"
+    if (std::string(error.what()).find("can't allocate memory") != std::string::npos) throw ImageError(kOutOfMemory);
+    throw;
+  }
 }
 
-std::vector<Prediction> Predictor::predict(const std::vector<std::string>& paths, const std::vector<Image>& images) {
-  at::Tensor scores = class_topk_scores(features(images), model_.bank_features, model_.bank_labels,
+std::vector<Prediction> Predictor::predict(const std::vector<std::string>& paths,
+                                          const std::vector<at::Tensor>& inputs) {
+  at::Tensor features = program_->run({at::cat(inputs)}).at(0);  // (N, D)
+  at::Tensor scores = class_topk_scores(features, model_.bank_features, model_.bank_labels,
                                         static_cast<int>(model_.class_names.size()), model_.topk);  // (N, K)
   auto [best_score, best_class] = scores.max(1);
   std::vector<Prediction> predictions;

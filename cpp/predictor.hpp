@@ -49,8 +49,11 @@ class Predictor {
   explicit Predictor(ModelFolder model);  // loads the CPU program; throws UserError
   ~Predictor();
   const ModelFolder& model() const { return model_; }
-  at::Tensor features(const std::vector<Image>& images);  // (N, D)
-  std::vector<Prediction> predict(const std::vector<std::string>& paths, const std::vector<Image>& images);
+  // An image file -> its model input (1, C, S, S), made as soon as the image is read so a pending batch
+  // holds inputs of the model's size; throws ImageError (running out of memory included: kOutOfMemory).
+  at::Tensor prepare(const std::string& path) const;
+  // Prepared inputs, each (1, C, S, S) -> one prediction per path.
+  std::vector<Prediction> predict(const std::vector<std::string>& paths, const std::vector<at::Tensor>& inputs);
 
  private:
   ModelFolder model_;

@@ -28,12 +28,17 @@ from fastgradmix.common.cli import run_cli
 from fastgradmix.evaluation.options import PROG, EvalConfig, parse_options
 from fastgradmix.evaluation.orchestrate import evaluate_folder
 from fastgradmix.evaluation.summary import print_summary
+from fastgradmix.evaluation.tensorboard_log import figure_times, log_evaluation
 
 
 def evaluate(options: EvalConfig) -> dict:
     """Evaluates the run folder of ``options``, writes its outputs, prints the summary; returns results.json."""
+    figures_before = figure_times(Path(options.run))
     final = evaluate_folder(options)
     print_summary(Path(options.run), final["evaluation"])
+    if options.tensorboard:  # after every file of the evaluation is written
+        epochs = final.get("epochs")
+        log_evaluation(Path(options.run), final["evaluation"], figures_before, epochs if isinstance(epochs, int) else 0)
     return final
 
 

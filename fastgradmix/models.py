@@ -128,10 +128,58 @@ class ContrastiveModel(nn.Module):
     def cam_module(self, name: str) -> nn.Module:
         return self.encoder.cam_module(name)
 
+    def embedder(self) -> nn.Module:
+        """The module whose output Algorithm 1 scores: the model itself (L2-normalised head outputs)."""
+        return self
+
+
+class NormalizedEncoder(nn.Module):
+    """The L2-normalised pooled features of an encoder (N, d): what Algorithm 1 scores for a classifier model.
+
+    It holds the encoder it is given (the same parameters, not a copy), so it is made on demand and never
+    stored inside the model (its state_dict would list the encoder twice).
+    """
+
+    def __init__(self, encoder: ResNetEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, d)
+        return F.normalize(self.encoder(x).float(), dim=1)
+
+    def cam_module(self, name: str) -> nn.Module:
+        return self.encoder.cam_module(name)
+
+
+class ClassifierModel(nn.Module):
+    """Encoder + a linear classifier on its pooled features (``--method ce``); ``forward`` returns the logits
+    (N, num_classes) in fp32, and ``embedder()`` the L2-normalised pooled features for Algorithm 1."""
+
+    def __init__(self, arch: str = "resnet18", in_channels: int = 3, stem: str = "cifar", width: int = 64,
+                 num_classes: int = 10):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.encoder = ResNetEncoder(arch, in_channels=in_channels, stem=stem, width=width)
+        self.classifier = nn.Linear(self.encoder.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> logits (N, num_classes)
+        return self.classifier(self.encoder(x)).float()
+
+    def cam_module(self, name: str) -> nn.Module:
+        return self.encoder.cam_module(name)
+
+    def embedder(self) -> nn.Module:
+        return NormalizedEncoder(self.encoder)
+
 
 def build_model(arch: str, in_channels: int, stem: str = "cifar", width: int = 64, feature_dim: int = 128,
-                channels_last: bool = False) -> ContrastiveModel:
-    model = ContrastiveModel(arch, in_channels=in_channels, stem=stem, width=width, feature_dim=feature_dim)
+                channels_last: bool = False, num_classes: int = 0) -> ContrastiveModel | ClassifierModel:
+    """A contrastive model (encoder + projection head), or with ``num_classes`` > 0 a classifier model."""
+    if num_classes:
+        model = ClassifierModel(arch, in_channels=in_channels, stem=stem, width=width, num_classes=num_classes)
+    else:
+        model = ContrastiveModel(arch, in_channels=in_channels, stem=stem, width=width, feature_dim=feature_dim)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastgradmix.common.cli import run_cli
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.tensorboard import require_tensorboard
 from fastgradmix.distributed import collectives
 from fastgradmix.distributed.launch import AgreedError, agreed, process_group
 from fastgradmix.runs.config import Config, merge, parse_args, validate
@@ -29,6 +30,8 @@ def load_config(argv: list[str] | None) -> tuple[Config, dict]:
         cfg = merge(explicit, read_saved_config(run_dir))
         cfg.resume = True
     validate(cfg)
+    if cfg.tensorboard:  # before anything is written: the package is an optional extra
+        require_tensorboard()
     return cfg, explicit
 
 

@@ -28,10 +28,10 @@ def test_grid_table_and_resume(ablation, tmp_path, monkeypatch, capsys):
     # first invocation: every run stops after one of its two epochs
     assert ablation.main(args + TINY + ["--stop-after", "1"]) == []
     assert "not finished yet" in capsys.readouterr().out
-    names = ["supcon+simclr-cutmix", "supcon+simclr-gradmix-conv5_2"]
+    names = ["supcon+simclr-cutmix", "supcon+simclr-gradmix-conv5_2", "ce"]  # ce: the baseline row
     assert all((out / name / "last.pt").is_file() and not (out / name / "results.json").exists() for name in names)
 
-    rows = ablation.main(args + TINY)  # resumes both, evaluates, prints the table
+    rows = ablation.main(args + TINY)  # resumes every run, evaluates, prints the table
     printed = capsys.readouterr().out
     assert [row["run"] for row in rows] == names
     for row in rows:
@@ -43,6 +43,8 @@ def test_grid_table_and_resume(ablation, tmp_path, monkeypatch, capsys):
         assert config["seed"] == 0 and config["width"] == 4
         assert f"| {row['run']} | {row['auroc']:.4f} | {row['closed_acc']:.4f} |" in printed
     assert json.loads((out / "supcon+simclr-gradmix-conv5_2" / "config.json").read_text())["cam_layers"] == "conv5_2"
+    ce_config = json.loads((out / "ce" / "config.json").read_text())
+    assert (ce_config["method"], ce_config["aug"]) == ("ce", "none") and rows[-1]["score"] == "msp"
     assert (out / "ablation.md").read_text().count("| supcon+simclr-") == 2
     assert json.loads((out / "ablation.json").read_text()) == rows
 

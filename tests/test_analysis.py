@@ -18,8 +18,10 @@ from fastgradmix.evaluation.diversity_measures import (
     two_nearest_distances,
     twonn_dimension,
     twonn_dimension_from_ratios,
+    twonn_per_class,
     twonn_ratios,
 )
+from fastgradmix.evaluation.diversity_task import raw_layercam
 
 
 def _subspace_points(n: int, d: int, ambient: int, seed: int) -> torch.Tensor:
@@ -78,9 +80,9 @@ def test_estimators_recover_the_exponent_of_exact_pareto_ratios(d):
 
 def test_fit_is_the_least_squares_line_through_the_origin():
     mu = torch.tensor([1.5, 1.1, 3.0, 2.0, 1.2, 1.3, 4.0, 1.05, 2.5, 1.8], dtype=torch.float64)
-    # written out: sorted log mu against -log(1 - i/N) for the first 90% (9 of 10)
+    # written out: sorted log mu against -log(1 - i/N), i = 1..N (the CDF starts at 1/N), for the first 90% (9 of 10)
     x = np.log(np.sort(mu.numpy()))[:9]
-    y = -np.log(1 - np.arange(10) / 10)[:9]
+    y = -np.log(1 - np.arange(1, 11) / 10)[:9]
     slope = np.linalg.lstsq(x[:, None], y, rcond=None)[0][0]
     assert twonn_dimension_from_ratios(mu, method="fit", discard_fraction=0.1) == pytest.approx(slope, rel=1e-12)
 
@@ -127,3 +129,52 @@ def test_twonn_on_ten_thousand_points_in_chunks():
     # for speed; the shortlist is re-measured exactly either way)
     points = _subspace_points(10000, 6, ambient=64, seed=7).float()
     assert twonn_dimension(points, chunk_size=512, dtype=torch.float32) == pytest.approx(6, rel=0.1)
+
+
+def _slow_twonn(points: np.ndarray, discard: float = 0.1) -> float:
+    """TwoNN written out: full distance matrix, sorted rows, CDF i / N from 1/N, least squares through 0."""
+    distances = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.sort(distances, axis=1)[:, :2]
+    mu = np.sort(nearest[:, 1] / nearest[:, 0])
+    kept = int(len(mu) * (1 - discard))
+    x = np.log(mu[:kept])
+    y = -np.log(1 - np.arange(1, len(mu) + 1)[:kept] / len(mu))
+    return float((x * y).sum() / (x * x).sum())
+
+
+def test_per_class_twonn_equals_a_slow_loop_over_the_classes():
+    generator = torch.Generator().manual_seed(4)
+    # classes of different sizes and dimensions, interleaved, close enough that a pooled search would mix them
+    sizes, dims = (40, 7, 120, 3), (2, 1, 5, 3)
+    parts = [_subspace_points(n, d, 12, seed) for seed, (n, d) in enumerate(zip(sizes, dims, strict=True))]
+    points = torch.cat(parts)
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    order = torch.randperm(points.shape[0], generator=generator)
+    points, labels = points[order], labels[order]
+    mean, per_class = twonn_per_class(points, labels, chunk_size=16)
+    expected = {c: _slow_twonn(points[labels == c].numpy()) for c in range(4)}
+    assert per_class == pytest.approx(expected, rel=1e-9)
+    assert mean == pytest.approx(np.mean(list(expected.values())), rel=1e-12)
+    with pytest.raises(ValueError):  # a class of two points has no second neighbour: left out, not an error
+        twonn_per_class(points[:2], labels[:2])
+    _, small = twonn_per_class(torch.cat([points, torch.zeros(2, 12)]), torch.cat([labels, torch.tensor([9, 9])]))
+    assert set(small) == {0, 1, 2, 3}
+
+
+def test_raw_layercam_is_the_unnormalised_map_of_each_layer_side_by_side():
+    generator = torch.Generator().manual_seed(5)
+    acts = [torch.randn(3, 4, 2, 2, generator=generator), torch.randn(3, 6, 1, 3, generator=generator)]
+    grads = [torch.randn(3, 4, 2, 2, generator=generator), torch.randn(3, 6, 1, 3, generator=generator)]
+    maps = raw_layercam(acts, grads)  # (3, 1, 4 + 3)
+    assert maps.shape == (3, 1, 7)
+    for n in range(3):
+        expected = []
+        for a, g in zip(acts, grads, strict=True):
+            a_, g_ = a[n].double().numpy(), g[n].double().numpy()
+            expected += np.maximum((np.maximum(g_, 0) * a_).sum(0), 0).ravel().tolist()
+        np.testing.assert_allclose(maps[n, 0].numpy(), expected, rtol=1e-5, atol=1e-7)
+    # S_M of such maps: a NumPy count of the pixels above tau, over the layers' pixels together
+    area = activated_area(maps, [1e-3, 0.5])
+    flat = maps.double().numpy().reshape(3, -1)
+    assert area.tolist() == pytest.approx([(flat > 1e-3).mean(), (flat > 0.5).mean()], abs=1e-12)

@@ -270,13 +270,13 @@ def test_motion_blur_matches_imagemagick_algorithm():
                                        atol=1e-12)
 
 
-def test_glass_shuffle_matches_sequential_swaps():
+def test_glass_shuffle_matches_sequential_swaps():  # swap="true": the pixels exchanged
     rng = np.random.default_rng(5)
     images = rng.random((2, 3, 9, 8))
     d = 2
     visits = blur.glass_shift_count(9, 8, d)
     shifts = rng.integers(-d, d, (2, visits, 2, 2))
-    got = blur.shuffle_locally(torch.from_numpy(images), d, torch.from_numpy(shifts)).numpy()
+    got = blur.shuffle_locally(torch.from_numpy(images), d, torch.from_numpy(shifts), swap="true").numpy()
     expected = images.transpose(0, 2, 3, 1).copy()  # (N, H, W, C)
     for n in range(2):
         for iteration in range(2):
@@ -372,3 +372,70 @@ def test_load_released_cifar10_c(tmp_path):
     np.save(tmp_path / "bad.npy", images[:7])
     with pytest.raises(UserError, match="expected uint8"):
         load_cifar10_c(tmp_path, "bad", 1)
+
+
+@pytest.mark.parametrize("height,width,d,channels", [(9, 8, 2, 3), (7, 7, 1, 3), (6, 11, 1, 1)])
+def test_released_glass_shuffle_is_the_benchmarks_numpy_loop(height, width, d, channels):
+    """The benchmark's loop restated on (H, W, C) NumPy arrays: the tuple assignment swaps views, so (h', w')
+    is copied onto (h, w) (numpy issue 14428). Single-channel images follow the same rule here."""
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (2, channels, height, width)).astype(np.uint8)
+    visits = blur.glass_shift_count(height, width, d)
+    shifts = rng.integers(-d, d, (2, visits, 2, 2))  # (iterations, visits, (dy, dx), N)
+    got = blur.shuffle_locally(torch.from_numpy(images), d, torch.from_numpy(shifts)).numpy()
+    for n in range(2):
+        x = images[n].transpose(1, 2, 0).copy()  # (H, W, C), as the scripts hold an image
+        for iteration in range(2):
+            visit = 0
+            for h in range(height - d, d, -1):
+                for w in range(width - d, d, -1):
+                    dy, dx = shifts[iteration, visit, :, n]
+                    h_prime, w_prime = h + dy, w + dx
+                    x[h, w], x[h_prime, w_prime] = x[h_prime, w_prime], x[h, w]  # the scripts' line, verbatim
+                    visit += 1
+        np.testing.assert_array_equal(got[n], x.transpose(2, 0, 1))
+    # the copy loses pixels: some value of the input is gone, which a true swap never does
+    swapped = blur.shuffle_locally(torch.from_numpy(images), d, torch.from_numpy(shifts), swap="true").numpy()
+    assert sorted(swapped[0].ravel().tolist()) == sorted(images[0].ravel().tolist())
+    assert not np.array_equal(got, swapped)
+
+
+def test_glass_blur_swap_option_reaches_the_shuffle():
+    images = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    released = corrupt(images, "glass_blur", 5, seed=4)
+    assert torch.equal(released, corrupt(images, "glass_blur", 5, seed=4, glass_swap="released"))
+    assert not torch.equal(released, corrupt(images, "glass_blur", 5, seed=4, glass_swap="true"))
+
+
+def test_frost_blends_crops_of_the_benchmarks_photographs_when_installed(tmp_path, monkeypatch):
+    """Stand-in photographs in the package layout: every output is the blend with a crop of one of the five
+    photographs scaled by 0.2 (32 px and below), at some position."""
+    import torch.nn.functional as F
+
+    from fastgradmix.evaluation.corruptions import weather
+    from fastgradmix.evaluation.corruptions.tables import TABLES
+
+    rng = np.random.default_rng(8)
+    for name in weather.FROST_PHOTOGRAPHS + ("frost6.jpg",):
+        Image.fromarray(rng.integers(0, 256, (60, 75, 3)).astype(np.uint8)).save(tmp_path / name, quality=95)
+    monkeypatch.setattr(weather, "frost_photograph_folder", lambda: tmp_path)
+    weather.frost_photographs.cache_clear()
+    try:
+        assert "benchmark's frost photographs" in weather.frost_source()
+        images = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+        out = corrupt(images, "frost", 3, seed=5, table="cifar10-c").double()
+        p = TABLES["cifar10-c"]["frost"][2]
+        scaled = []
+        for name in weather.FROST_PHOTOGRAPHS:  # 60 x 75 -> 12 x 15, bilinear, half-pixel centres
+            pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / name).convert("RGB"), dtype=np.float32).copy())
+            scaled.append(F.interpolate(pixels.permute(2, 0, 1)[None], size=(12, 15), mode="bilinear",
+                                        align_corners=False)[0].double())
+        for n in range(4):
+            candidates = [(p.image_weight * images[n].double() + p.frost_weight * photo[:, y:y + 8, x:x + 8])
+                          .clamp(0, 255).round()
+                          for photo in scaled for y in range(12 - 8) for x in range(15 - 8)]
+            # float32 blending in the library: a value at .5 may round either way
+            best = min(candidates, key=lambda c: float((c - out[n]).abs().sum()))
+            assert float((best - out[n]).abs().max()) <= 1.0 and float((best - out[n]).abs().mean()) < 0.02
+    finally:
+        weather.frost_photographs.cache_clear()

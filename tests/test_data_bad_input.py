@@ -13,8 +13,10 @@ import zipfile
 import numpy as np
 import pytest
 from dataset_writers import CIFAR10_NAMES, array_split, write_cifar10_pickles, write_class_folders
+from image_headers import png_header
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.data.fetching import archives
 from fastgradmix.data.fetching.archives import safe_extract
 from fastgradmix.data.protocols import build_protocol
 from fastgradmix.train import main
@@ -145,6 +147,25 @@ def test_imagefolder_class_lists(tmp_path, known, unknown, expected):
                        progress=False)
 
 
+def test_symlink_loops_and_oversized_images_in_a_tree_are_one_line_or_skipped(tmp_path, capsys):
+    """A looping link and a PNG claiming more pixels than PIL's limit: one line naming the first, or with
+    --skip-bad-images both left out and counted (issue 17: a traceback either way before)."""
+    _folders(tmp_path, ["a", "b"])
+    loop = tmp_path / "train" / "a" / "0000_loop.png"
+    loop.symlink_to("0000_loop.png")
+    (tmp_path / "train" / "b" / "bomb.png").write_bytes(png_header(40000, 40000))
+    (tmp_path / "train" / "b" / "up").symlink_to("..")  # a folder link inside a class folder is not searched
+    line = _cli_error(capsys, ["--protocol", "imagefolder", "--data-root", str(tmp_path), "--known-classes", "a,b",
+                               "--out", str(tmp_path / "run"), *TINY])
+    assert f"cannot read image {loop}" in line and "Too many levels of symbolic links" in line, line
+    data = build_protocol("imagefolder", 0, 16, tmp_path, known_classes="a,b", progress=False, skip_bad_images=True)
+    assert data.skipped_images == 2 and data.train_images.shape[0] == 4
+    (tmp_path / "train" / "a" / "0000_loop.png").unlink()
+    with pytest.raises(UserError, match=r"bomb\.png \(ImageTooLarge: image has 1600000000 pixels, more than the "
+                                        r"limit of 89478485"):
+        build_protocol("imagefolder", 0, 16, tmp_path, known_classes="a,b", progress=False, cache=False)
+
+
 def test_empty_class_folder(tmp_path):
     _folders(tmp_path, ["a", "b", "c"])
     for image in (tmp_path / "train" / "b").iterdir():
@@ -254,12 +275,14 @@ def _tar(path, members):
     [("ok/../../evil.txt", "file")],
     [("ok/link", "symlink")],
 ])
-def test_safe_extract_refuses_a_malicious_tar(tmp_path, members):
+def test_safe_extract_refuses_a_malicious_tar(tmp_path, monkeypatch, members):
     archive, dest = tmp_path / "bad.tar.gz", tmp_path / "dest"
     _tar(archive, members)
-    with pytest.raises(UserError, match="refusing to extract"):
-        safe_extract(archive, dest)
-    assert not (tmp_path / "evil.txt").exists() and not any(dest.rglob("*"))  # nothing written, not even ok/a
+    for data_filter in {False, archives.HAS_DATA_FILTER}:  # the pre-check refuses before either extraction
+        monkeypatch.setattr(archives, "HAS_DATA_FILTER", data_filter)
+        with pytest.raises(UserError, match="refusing to extract"):
+            safe_extract(archive, dest)
+        assert not (tmp_path / "evil.txt").exists() and not any(dest.rglob("*"))  # nothing written, not even ok/a
 
 
 @pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt", "C:\\evil.txt"])
@@ -273,7 +296,11 @@ def test_safe_extract_refuses_a_malicious_zip(tmp_path, name):
     assert not (tmp_path / "evil.txt").exists() and not any(dest.rglob("*"))
 
 
-def test_safe_extract_extracts_a_good_archive(tmp_path):
+@pytest.mark.parametrize("data_filter", [True, False], ids=["tarfile-data-filter", "copy-out"])
+def test_safe_extract_extracts_a_good_archive(tmp_path, monkeypatch, data_filter):
+    if data_filter and not archives.HAS_DATA_FILTER:
+        pytest.skip("this Python's tarfile has no data filter")
+    monkeypatch.setattr(archives, "HAS_DATA_FILTER", data_filter)
     _tar(tmp_path / "good.tar.gz", [("top/a.txt", "file"), ("top/sub/b.txt", "file")])
     safe_extract(tmp_path / "good.tar.gz", tmp_path / "dest")
     assert (tmp_path / "dest" / "top" / "sub" / "b.txt").read_bytes() == b"hello"
@@ -281,3 +308,17 @@ def test_safe_extract_extracts_a_good_archive(tmp_path):
         bundle.writestr("z/c.txt", "zip")
     safe_extract(tmp_path / "good.zip", tmp_path / "dest")
     assert (tmp_path / "dest" / "z" / "c.txt").read_text() == "zip"
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["tarfile-data-filter", "copy-out"])
+def test_safe_extract_drops_setuid_and_group_other_write(tmp_path, monkeypatch, data_filter):
+    if data_filter and not archives.HAS_DATA_FILTER:
+        pytest.skip("this Python's tarfile has no data filter")
+    monkeypatch.setattr(archives, "HAS_DATA_FILTER", data_filter)
+    with tarfile.open(tmp_path / "modes.tar", "w") as bundle:
+        info = tarfile.TarInfo("run.sh")
+        info.size, info.mode = 5, 0o4777
+        bundle.addfile(info, io.BytesIO(b"hello"))
+    safe_extract(tmp_path / "modes.tar", tmp_path / "dest")
+    mode = (tmp_path / "dest" / "run.sh").stat().st_mode
+    assert mode & 0o4000 == 0 and mode & 0o022 == 0 and (tmp_path / "dest" / "run.sh").read_bytes() == b"hello"

@@ -26,7 +26,9 @@ from fastgradmix.train import main as train_main
 
 TINY = ["--width", "8", "--image-size", "16", "--batch-size", "64", "--cam-layers", "conv4_2", "--no-progress",
         "--eval-batch-size", "256", "--epochs", "2"]
-AREA_RANGE = ["--area-range", "0.05,0.6"]  # conv4_2 maps of 16 px digits are positive almost everywhere
+# normalised maps (the written-out reference below normalises): conv4_2 maps of 16 px digits are positive
+# almost everywhere, so the thresholds span 0.05..0.6
+AREA_RANGE = ["--area-range", "0.05,0.6", "--area-maps", "normalized"]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,7 @@ def _written_out_twonn(points):
     mu = np.sort(distances[:, 2] / distances[:, 1])
     kept = int(len(mu) * 0.9)
     x = np.log(mu[:kept])
-    y = -np.log(1 - np.arange(len(mu))[:kept] / len(mu))
+    y = -np.log(1 - np.arange(1, len(mu) + 1)[:kept] / len(mu))  # the empirical CDF starts at 1/N
     return float((x * y).sum() / (x * x).sum())
 
 
@@ -142,6 +144,55 @@ def _written_out_cam_areas(model, data, thresholds, topk=10):
         above += np.array([(cam > tau).double().mean().item() for tau in thresholds])
     hook.remove()
     return above / len(images)
+
+
+def _written_out_raw_cam_areas(model, data, thresholds, topk=10):
+    """S_M of the raw LayerCAM at conv4_2's own resolution, one image at a time, counted in NumPy."""
+    with torch.no_grad():
+        bank = F.normalize(model(_inputs(data.train_images)), dim=1)
+    acts = {}
+    hook = model.cam_module("conv4_2").register_forward_hook(lambda module, i, output: acts.update(a=output))
+    above, shape = np.zeros(len(thresholds)), None
+    images = data.test_images[data.test_labels >= 0]
+    for image in images:
+        z = model(_inputs(image[None]))[0]
+        similarity = bank @ z  # (B,)
+        scores = [similarity[data.train_labels == c].topk(topk).values.sum() for c in range(data.num_known)]
+        gradient = torch.autograd.grad(torch.stack(scores).max(), acts["a"])[0][0].double().numpy()
+        activation = acts["a"][0].detach().double().numpy()
+        cam = np.maximum((np.maximum(gradient, 0) * activation).sum(0), 0)  # (h, w), not normalised
+        shape = cam.shape
+        above += np.array([np.count_nonzero(cam > tau) / cam.size for tau in thresholds])
+    hook.remove()
+    return above / len(images), shape
+
+
+def test_activated_area_of_raw_maps_at_the_cam_resolution_is_a_numpy_count(run):
+    evaluate("--run", str(run), "--tasks", "diversity", "--area-range", "1e-4,1e-1", "--cam-grid", "2")
+    diversity = json.loads((run / "results.json").read_text())["evaluation"]["diversity"]
+    assert diversity["area_maps"] == "raw"
+    model, data = _model_and_data(run)
+    expected, shape = _written_out_raw_cam_areas(model, data, diversity["thresholds"])
+    assert shape == (4, 4) and diversity["map_size"] == "conv4_2 4x4"  # 16 px: conv4_x has stride 4
+    assert diversity["activated_area"] == pytest.approx(expected.tolist(), abs=2e-3)
+    assert expected[0] > expected[-1]  # raw maps are not normalised: the range shows a curve
+    assert "not normalised, at the CAM layer's resolution (conv4_2 4x4)" in (run / "report.md").read_text()
+
+
+def test_per_class_intrinsic_dimension_of_the_training_features(run):
+    evaluate("--run", str(run), "--tasks", "diversity", "--id-features", "train-per-class", "--cam-grid", "2")
+    diversity = json.loads((run / "results.json").read_text())["evaluation"]["diversity"]
+    model, data = _model_and_data(run)
+    with torch.no_grad():
+        encoder = model.encoder(_inputs(data.train_images)).double().numpy()
+        head = model(_inputs(data.train_images)).double().numpy()
+    labels = data.train_labels.numpy()
+    for key, features in (("twonn_encoder", encoder), ("twonn_head", head)):
+        per_class = {data.known_classes[c]: _written_out_twonn(features[labels == c]) for c in range(data.num_known)}
+        assert diversity[f"{key}_per_class"] == pytest.approx(per_class, rel=1e-3)
+        assert diversity[key] == pytest.approx(np.mean(list(per_class.values())), rel=1e-3)
+    assert diversity["id_features"] == "train-per-class" and diversity["n_id"] == len(labels)
+    assert "each known class's training images" in (run / "report.md").read_text()
 
 
 def test_diversity_task_against_written_out_measures(run):

@@ -69,7 +69,7 @@ def test_unreadable_files(trained, tmp_path, capsys):
     fails_cleanly(capsys, ["--run", str(broken)], "cannot read checkpoint")
     (broken / "last.pt").write_bytes((trained / "last.pt").read_bytes())
     (broken / "config.json").write_text("{ not json")
-    fails_cleanly(capsys, ["--run", str(broken)], "cannot read")
+    fails_cleanly(capsys, ["--run", str(broken)], "config.json: not valid JSON")
     (broken / "config.json").write_text((trained / "config.json").read_text())
     (broken / "results.json").write_text("{ truncated")
     before = snapshot(broken)

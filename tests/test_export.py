@@ -107,7 +107,7 @@ def test_a_valid_model_dir_reads_back(tmp_path):
 @pytest.mark.parametrize("corrupt,expected", [
     (lambda d: d.rename(d.with_name("gone")), "does not exist"),
     (lambda d: (d / META_FILE).unlink(), "model.json is missing"),
-    (lambda d: (d / META_FILE).write_text("{not json"), "is corrupt"),
+    (lambda d: (d / META_FILE).write_text("{not json"), "model.json: not valid JSON"),
     (lambda d: (d / META_FILE).write_text('{"format": "other"}'), "is not a fastgradmix-model file"),
     (lambda d: (d / BANK_FILE).unlink(), "bank.bin is missing"),
     (lambda d: (d / BANK_FILE).write_bytes((d / BANK_FILE).read_bytes()[:-3]), "is corrupt"),
@@ -124,8 +124,9 @@ def test_corrupt_model_dirs_are_one_clear_error(tmp_path, corrupt, expected):
 @pytest.mark.parametrize("changes,expected", [
     ({"format_version": 99}, "format version 99"),
     ({"class_names": ["a", "b", "c"]}, "does not match"),
-    ({"scoring": {"topk": 0, "threshold": 1.0, "tpr": 0.9}}, "topk >= 1"),
-    ({"preprocessing": {"image_size": 16, "channels": 2, "mean": [0.5], "std": [0.5]}}, "channels 1 or 3"),
+    ({"scoring": {"topk": 0, "threshold": 1.0, "tpr": 0.9}}, "scoring: topk: value must be >= 1, got 0"),
+    ({"preprocessing": {"image_size": 16, "channels": 2, "mean": [0.5], "std": [0.5]}},
+     "preprocessing: channels: must be one of 1, 3, got 2"),
 ])
 def test_inconsistent_model_json_is_one_clear_error(tmp_path, changes, expected):
     with pytest.raises(UserError, match=expected):

@@ -105,7 +105,7 @@ def test_gradmix_step_matches_written_out_objective(channels_last, monkeypatch):
         recorded["mixed"] = gradmix_view(*args, **kwargs)
         return recorded["mixed"]
 
-    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view", recording_view)
+    monkeypatch.setattr("fastgradmix.gradmix.mixer.gradmix_view", recording_view)
     n = 6
     view1, view2 = torch.randn(n, 3, 16, 16), torch.randn(n, 3, 16, 16)
     labels = torch.tensor([0, 1, 0, 2, 1, 2])

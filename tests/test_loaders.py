@@ -25,16 +25,14 @@ from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.loaders.dali import dali_available
 from fastgradmix.data.loaders.pipeline import build_input_pipeline, resolve_kind
 from fastgradmix.data.loaders.sharding import epoch_batches
-from fastgradmix.data.loaders.torch_workers import torchvision_available
 from fastgradmix.data.openset import OpenSetData
 
 CPU = torch.device("cpu")
 MEAN3, STD3 = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 needs_dali = pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed")
-needs_torchvision = pytest.mark.skipif(not torchvision_available(), reason="torchvision is not installed")
-KINDS = ["device", pytest.param("torch", marks=needs_torchvision), pytest.param("dali", marks=needs_dali),
+KINDS = ["device", "torch", pytest.param("dali", marks=needs_dali),
          pytest.param("dali-files", marks=needs_dali)]
-EVAL_KINDS = ["device", pytest.param("torch", marks=needs_torchvision), pytest.param("dali", marks=needs_dali)]
+EVAL_KINDS = ["device", "torch", pytest.param("dali", marks=needs_dali)]
 
 
 def make_data(images: np.ndarray, labels: np.ndarray, mean=MEAN3, std=STD3, flip=True, color=True,
@@ -176,7 +174,6 @@ def test_same_seed_same_batches_other_seed_or_epoch_not(kind, tmp_path):
     assert all(not torch.equal(by_epoch[0][i], by_epoch[1][i]) for i in range(32))
 
 
-@needs_torchvision
 def test_torch_loader_batches_do_not_depend_on_the_worker_count():
     rng = np.random.default_rng(2)
     data = make_data(rng.integers(0, 256, (24, 3, 20, 20), dtype=np.uint8), rng.integers(0, 3, 24))
@@ -380,7 +377,7 @@ def test_auto_and_the_missing_dali_message(monkeypatch):
     if dali_available():
         assert resolve_kind("auto", CPU) == "dali"
     monkeypatch.setattr(dali_module, "_IMPORT_ERROR", ImportError("No module named 'nvidia.dali'"))
-    assert resolve_kind("auto", CPU) == ("torch" if torchvision_available() else "device")
+    assert resolve_kind("auto", CPU) == "torch"
     assert resolve_kind("auto", torch.device("cuda")) == "device"
     with pytest.raises(UserError) as err:
         resolve_kind("dali", CPU)

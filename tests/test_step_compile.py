@@ -50,7 +50,7 @@ def test_compiled_step_gives_the_eager_cam_maps_boxes_and_gradients(cam_layers, 
     compile_regions(compiled_model, steps["compiled"].cam_modules)
 
     recorded = []
-    monkeypatch.setattr("fastgradmix.training.mixed_views.cam_guided.gradmix_view",
+    monkeypatch.setattr("fastgradmix.gradmix.mixer.gradmix_view",
                         lambda *args, **kwargs: recorded.append(gradmix_view(*args, **kwargs)) or recorded[-1])
     view1, view2 = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])

@@ -41,7 +41,7 @@ def _single_process_scores(run: Path) -> dict:
     """The checkpoint evaluated in this (single) process: the reference for the ranks' sharded evaluation."""
     from fastgradmix.data.augment import AugmentSpec
     from fastgradmix.data.protocols import build_protocol
-    from fastgradmix.evaluation.bank_scorer import evaluate_open_set
+    from fastgradmix.evaluation.scoring import evaluate_open_set
     from fastgradmix.models import build_model
 
     cfg = json.loads((run / "config.json").read_text())
@@ -142,3 +142,24 @@ def test_bad_input_stops_both_ranks_with_one_line(tmp_path):
     assert odd.returncode != 0
     assert odd.stderr.count("--batch-size 63 must be divisible by the 2 processes") == 1, odd.stderr[-3000:]
     assert not (tmp_path / "odd").exists()
+
+
+@pytest.mark.parametrize("dying", [1, pytest.param(0, marks=pytest.mark.slow)])
+def test_a_killed_rank_is_named_in_one_line_by_the_other(tmp_path, dying):
+    """kill -9 of one rank (here: itself, at step 3): the other rank ends with one line naming it, not gloo's
+    traceback; the run folder keeps what was written (no checkpoint yet: the first epoch did not end)."""
+    run = tmp_path / "run"
+    script = Path(__file__).with_name("torchrun_dying_rank.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               *TINY, "--epochs", "1", "--log-every", "1", "--out", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FGM_TEST_DYING_RANK": str(dying)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("fastgradmix.train: error: ")]
+    assert len(ours) == 1, result.stderr[-3000:]
+    survivor = 1 - dying
+    assert ours[0].startswith(f"fastgradmix.train: error: rank {survivor} of 2: lost rank {dying} (pid "), ours[0]
+    assert ", which ended; this rank stops too" in ours[0]
+    # no rank printed a traceback (torchrun's agent still reports the killed process with its own)
+    assert "fastgradmix/" not in result.stderr and "pair.cc" not in result.stderr, result.stderr[-3000:]
+    assert {"config.json", "metrics.jsonl"} <= set(os.listdir(run)) and not (run / "last.pt").exists()

@@ -34,6 +34,8 @@ class Field:
     required: bool = True
     nullable: bool = False
     item: Field | None = None  # lists: every element
+    also: tuple = ()  # literal values accepted besides the kind (a split index, or "all")
+    above: float | None = None  # exclusive lower bound for int/float (a temperature > 0)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -109,6 +111,8 @@ def _is_kind(value: Any, kind: str) -> bool:
 
 
 def _check_value(value: Any, field: Field, where: str) -> None:
+    if any(value == literal and type(value) is type(literal) for literal in field.also):
+        return
     if value is None:
         if field.nullable:
             return
@@ -123,6 +127,8 @@ def _check_value(value: Any, field: Field, where: str) -> None:
     what = "length" if field.kind in ("str", "list") else "value"
     if size is not None and field.low is not None and size < field.low:
         raise UserError(f"{where}: {what} must be >= {field.low}, got {_short(value)}")
+    if field.above is not None and field.kind in ("int", "float") and value <= field.above:
+        raise UserError(f"{where}: value must be > {field.above}, got {_short(value)}")
     if size is not None and field.high is not None and size > field.high:
         raise UserError(f"{where}: {what} must be <= {field.high}, got {_short(value)}")
     if field.kind == "list" and field.item is not None:
@@ -146,3 +152,60 @@ def check(document: Any, schema: dict[str, Field], label: str) -> dict:
             continue
         _check_value(document[key], field, f"{label}: {key}")
     return document
+
+
+def first_non_finite(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite float in a JSON-like value ("auroc", "splits[2].auroc"),
+    or None when every number is finite (the reader refuses NaN literals, but 1e999 parses as infinity)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where or "the value")
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for item_where, item in items:
+        found = first_non_finite(item, item_where)
+        if found is not None:
+            return found
+    return None
+
+
+# ---- additions for readers in other languages (model.json is also read by the C++ predictor) ----------
+
+INT64_RANGE = (-(2**63), 2**63 - 1)  # what a C++ reader holds in an int64
+
+
+def check_portable(document: Any, label: str) -> Any:
+    """Refuses what parse_json_text accepts but a reader in another language would read differently:
+    numbers whose literal overflows a double (1e400 parses as inf), integers outside 64 bits, and strings
+    or keys holding a lone surrogate (a \\ud800 escape; not text in UTF-8). Raises UserError('<label>: not
+    valid JSON (...)') on the first, depth first in file order; returns the document."""
+    if isinstance(document, float) and not math.isfinite(document):
+        raise UserError(f"{label}: not valid JSON (number out of range)")
+    if isinstance(document, int) and not isinstance(document, bool) \
+            and not INT64_RANGE[0] <= document <= INT64_RANGE[1]:
+        raise UserError(f"{label}: not valid JSON (integer out of 64-bit range)")
+    if isinstance(document, str):
+        _refuse_lone_surrogates(document, label)
+    if isinstance(document, list):
+        for element in document:
+            check_portable(element, label)
+    if isinstance(document, dict):
+        for key, value in document.items():
+            _refuse_lone_surrogates(key, label)
+            check_portable(value, label)
+    return document
+
+
+def _refuse_lone_surrogates(text: str, label: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{label}: not valid JSON (lone surrogate in a string)") from None
+
+
+def short_value(value: Any) -> str:
+    """A value as check's messages show it: JSON text (ASCII escapes; repr for floats), at most 40 characters."""
+    return _short(value)

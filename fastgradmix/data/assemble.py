@@ -79,6 +79,8 @@ def make_open_set(protocol: str, split: int, train: LabelledImages, test: Labell
     if known_test.files is not None and unknown_rows.files is not None:
         test_files = known_test.files + (unknown_rows.files if unknown else [])
     n_unknown = len(unknown_rows) if unknown else 0
+    to_unknown = torch.full((len(out_source.class_names),), -1, dtype=torch.int64)
+    to_unknown[torch.tensor(unknown, dtype=torch.int64)] = torch.arange(len(unknown))
     return OpenSetData(
         protocol=protocol, split=split,
         train_images=train.images.contiguous(), train_labels=to_label[train.labels],
@@ -89,4 +91,6 @@ def make_open_set(protocol: str, split: int, train: LabelledImages, test: Labell
         mean=style.mean, std=style.std, flip=style.flip, color=style.color,
         train_files=train.files, test_files=test_files,
         skipped_images=len({*train.skipped, *test.skipped, *(unknown_test.skipped if unknown_test else [])}),
+        unknown_test_classes=torch.cat([torch.full((len(known_test),), -1, dtype=torch.int64),
+                                        to_unknown[unknown_rows.labels[:n_unknown]]]),
     )

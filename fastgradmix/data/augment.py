@@ -6,7 +6,8 @@ batch. No Python loop over samples, so the same code is the device-resident load
 
 Recipe (DESIGN.md section 2): random resized crop with area scale in [0.2, 1] and aspect ratio in
 [3/4, 4/3], horizontal flip p=0.5, colour jitter (brightness 0.4, contrast 0.4, saturation 0.4,
-hue 0.1) with p=0.8, grayscale p=0.2, then normalisation. Digit-like protocols get the crop only.
+hue 0.1) with p=0.8, grayscale p=0.2, then normalisation. Digit-like protocols get the crop only; the
+published MNIST views (``--views rotate``) a rotation within +-5 degrees and nothing else (``view_spec``).
 
 Like torchvision's RandomResizedCrop, a crop draws up to ten (area, aspect ratio) attempts and keeps the
 first that fits inside the image (all ten are drawn at once, so this stays batched), else takes the whole
@@ -50,6 +51,25 @@ class AugmentSpec:
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
+    crop: bool = True  # random resized crop (False: the whole image, resized to ``size``)
+    rotate_degrees: float = 0.0  # > 0: a rotation by an angle drawn uniformly in [-d, d] degrees
+
+
+def view_spec(views: str, size: int, mean: tuple[float, ...], std: tuple[float, ...], data_flip: bool,
+              data_color: bool, rotate_degrees: float = 5.0) -> AugmentSpec:
+    """The training views ``--views`` names: ``simclr`` (crop, flip, colour jitter, grayscale),
+    ``simclr-noflip``, ``crop`` (crop only), ``rotate`` (a rotation within +-rotate_degrees and nothing else,
+    the published MNIST views) or ``auto`` (the data set's own flip/colour flags, as before the presets)."""
+    kinds = {
+        "auto": dict(flip=data_flip, color=data_color),
+        "simclr": dict(flip=True, color=True),
+        "simclr-noflip": dict(flip=False, color=True),
+        "crop": dict(flip=False, color=False),
+        "rotate": dict(flip=False, color=False, crop=False, rotate_degrees=rotate_degrees),
+    }
+    if views not in kinds:
+        raise ValueError(f"unknown views {views!r}; choose one of {tuple(kinds)}")
+    return AugmentSpec(size=size, mean=mean, std=std, **kinds[views])
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -97,6 +117,22 @@ def random_resized_crop(images: torch.Tensor, spec: AugmentSpec, generator: torc
     theta[:, 1, 2] = centre_y
     grid = F.affine_grid(theta, [n, images.shape[1], spec.size, spec.size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_rotation(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """images (N, C, H, W) float in [0, 1] -> (N, C, size, size): each rotated about its centre by an angle
+    drawn uniformly in [-rotate_degrees, rotate_degrees] (counter-clockwise positive, as torchvision), corners
+    filled with 0, and resized to ``size`` in the same bilinear sampling."""
+    n, device = images.shape[0], images.device
+    angle = _uniform(n, -spec.rotate_degrees, spec.rotate_degrees, generator, device) * (math.pi / 180)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    height, width = images.shape[-2:]
+    theta = torch.zeros(n, 2, 3, device=device)  # output grid coords -> input grid coords (normalised [-1, 1])
+    # an output pixel at angle a counter-clockwise reads the input at -a; the aspect ratio converts units
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * height / width
+    theta[:, 1, 0], theta[:, 1, 1] = sin * width / height, cos
+    grid = F.affine_grid(theta, [n, images.shape[1], spec.size, spec.size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _grayscale(images: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, 1, H, W)
@@ -147,7 +183,13 @@ def normalise(images: torch.Tensor, spec: AugmentSpec) -> torch.Tensor:
 def augment_view(batch: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
     """uint8 (N, C, H, W) -> one normalised float32 view (N, C, size, size)."""
     images = batch.float().div_(255)
-    images = random_resized_crop(images, spec, generator)
+    if spec.crop:
+        images = random_resized_crop(images, spec, generator)
+    elif spec.rotate_degrees > 0:
+        images = random_rotation(images, spec, generator)
+    elif images.shape[-2:] != (spec.size, spec.size):
+        images = F.interpolate(images, size=(spec.size, spec.size), mode="bilinear", align_corners=False,
+                               antialias=True)
     if spec.color and images.shape[1] == 3:
         images = colour_jitter(images, spec, generator)
     return normalise(images, spec)

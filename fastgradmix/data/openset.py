@@ -77,6 +77,9 @@ class OpenSetData:
     train_files: list[str] | None = None
     test_files: list[str] | None = None
     skipped_images: int = 0  # unreadable images left out under --skip-bad-images
+    # (N_test,) int64: for an unknown test image its class's index in ``unknown_classes``, -1 for known
+    # ones; None where a protocol does not say (digits). Used by per-class caps of unknown test images.
+    unknown_test_classes: torch.Tensor | None = None
 
     @property
     def digit_like(self) -> bool:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from fastgradmix import __version__
 from fastgradmix.common.device import resolve_device
@@ -29,8 +30,7 @@ from fastgradmix.deploy.model_folder import BANK_FILE, FORMAT_NAME, FORMAT_VERSI
 from fastgradmix.deploy.program import compile_checked
 from fastgradmix.evaluation.features import extract_features
 from fastgradmix.evaluation.topk_similarity import class_topk_scores, osr_predict
-from fastgradmix.models import ContrastiveModel
-from fastgradmix.runs.config import Config
+from fastgradmix.runs.config import LOGIT_SCORES, Config, resolved_score
 from fastgradmix.runs.folder import CHECKPOINT_FILE, load_run
 from fastgradmix.runs.rebuild import build_run_model, load_run_data
 
@@ -49,8 +49,15 @@ def export(run_dir: Path, out: Path, tpr: float = 0.95, devices: tuple[str, ...]
     run = load_run(run_dir)
     cfg = run.cfg
     data = load_run_data(cfg, data_root or "", progress)
-    model = build_run_model(cfg, data.channels, run.checkpoint, run_dir / CHECKPOINT_FILE, channels_last=False)
-    model = model.eval().to(work_device)
+    model = build_run_model(cfg, data.channels, run.checkpoint, run_dir / CHECKPOINT_FILE, channels_last=False,
+                            num_classes=data.num_known)
+    # the features Algorithm 1 scores; a --method ce run exports its normalised pooled features, scored by
+    # top-k similarity like every other run (its MSP / MLS scores have no place in the model folder format)
+    model = model.embedder().eval().to(work_device)
+    if resolved_score(cfg.method, cfg.score) in LOGIT_SCORES:
+        print(f"{PROG}: note: the run scores by --score {resolved_score(cfg.method, cfg.score)}; the model folder "
+              "scores its classifier's normalised pooled features by top-k similarity (Algorithm 1)",
+              file=sys.stderr)
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std, flip=False, color=False)
     batch_size = batch_size or cfg.eval_batch_size
 
@@ -107,7 +114,7 @@ def _calibrate(bank: torch.Tensor, data: OpenSetData, topk: int, tpr: float,
                        "held_out_accepted": accepted_fraction(held_out, threshold)}
 
 
-def _known_test_report(model: ContrastiveModel, data: OpenSetData, spec: AugmentSpec, bank: torch.Tensor,
+def _known_test_report(model: nn.Module, data: OpenSetData, spec: AugmentSpec, bank: torch.Tensor,
                        topk: int, threshold: float, batch_size: int, device: torch.device, progress: bool) -> dict:
     """Acceptance of the known test images and rejection of the unknown ones at the threshold."""
     if data.test_images.shape[0] == 0:
@@ -125,7 +132,7 @@ def _known_test_report(model: ContrastiveModel, data: OpenSetData, spec: Augment
     return report
 
 
-def _compile_programs(model: ContrastiveModel, channels: int, image_size: int, devices: tuple[str, ...],
+def _compile_programs(model: nn.Module, channels: int, image_size: int, devices: tuple[str, ...],
                       folder: Path) -> tuple[dict, dict]:
     """One AOTInductor package per device type into ``folder``: (programs, compile report) of model.json."""
     programs, compile_report = {}, {}
@@ -154,7 +161,8 @@ def _model_json(run_dir: Path, cfg: Config, data: OpenSetData, bank: torch.Tenso
         "programs": programs,
         "calibration": calibration,
         "compile": compile_report,
-        "source": {"run": str(run_dir), "protocol": cfg.protocol, "split": cfg.split, "arch": cfg.arch,
+        "source": {"run": str(run_dir), "protocol": cfg.protocol, "split": cfg.split, "method": cfg.method,
+                   "arch": cfg.arch,
                    "width": cfg.width, "epochs": cfg.epochs, "unknown_classes": list(data.unknown_classes)},
         "torch": torch.__version__, "fastgradmix": __version__,
     }

@@ -3,8 +3,10 @@
 The native predictor (cpp/image_decode.cpp, cpp/predictor.cpp) follows the same rules, so both print
 the same answers:
 
-- inputs: files are decoded whatever their name; folders are searched recursively, in sorted name
-  order, for ``.jpg``/``.jpeg``/``.png`` files (any case); a folder without one is a problem of its own.
+- inputs: files are decoded whatever their name; folders are searched recursively, in byte order of
+  the names, for ``.jpg``/``.jpeg``/``.png`` files (any case), without following symlinks to folders;
+  a folder without one is a problem of its own.
+- limits: an image with more pixels than PIL's decompression-bomb limit is refused from its header.
 - decoding: JPEG and PNG only, to 8 bits per channel: palette PNGs expand to RGB, 16-bit samples keep
   their high byte, PNG transparency (tRNS) and gamma are ignored, EXIF orientation is not applied.
 - channels: 1 (grayscale) and 3 (RGB) are accepted. A grayscale model converts RGB with the ITU-R 601
@@ -21,12 +23,19 @@ import os
 import numpy as np
 import torch
 
-from fastgradmix.common.errors import UserError
 from fastgradmix.data.augment import AugmentSpec, eval_view
+from fastgradmix.data.readers.pixel_limit import ImageTooLarge, check_pixels, too_large
 from fastgradmix.deploy.model_folder import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LUMA_WEIGHTS = (19595, 38470, 7471)  # ITU-R 601 luma * 65536, as PIL's convert("L")
+
+
+OUT_OF_MEMORY = "out of memory while decoding or resizing the image"  # cpp/image_decode.hpp's kOutOfMemory
+
+
+class ImageProblem(Exception):
+    """Why one image cannot be scored (the message does not repeat its path): that image's problem line."""
 
 
 def list_images(inputs: list[str]) -> list[tuple[str, str | None]]:
@@ -54,10 +63,14 @@ def list_images(inputs: list[str]) -> list[tuple[str, str | None]]:
 
 
 def _images_under(folder: str) -> list[str]:
+    """Image files under ``folder``: entries in byte order of their names (as the C++ predictor sorts
+    them), subfolders searched but symlinks to folders not followed (a link to .. would repeat the tree
+    forever), symlinks to files read; names that resolve to nothing regular (a dangling or looping link,
+    a fifo) are left out."""
     images = []
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(os.listdir(folder), key=os.fsencode):
         path = os.path.join(folder, name)
-        if os.path.isdir(path):
+        if os.path.isdir(path) and not os.path.islink(path):
             images.extend(_images_under(path))
         elif name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(path):
             images.append(path)
@@ -65,14 +78,19 @@ def _images_under(folder: str) -> list[str]:
 
 
 def read_image(path: str) -> np.ndarray:
-    """An image file -> uint8 (H, W, C) with C in {1, 3}; any problem is a UserError naming it."""
+    """An image file -> uint8 (H, W, C) with C in {1, 3}; any problem is an ImageProblem.
+
+    The pixel count is checked against the limit (data/readers/pixel_limit.py) from the header, before
+    anything is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path, formats=("JPEG", "PNG")) as image:
+            check_pixels(image)
             image.load()
             mode = image.mode
             if mode in ("1", "P"):
+                image.info.pop("transparency", None)  # tRNS is ignored (and PIL would warn on stderr about it)
                 image = image.convert("L" if mode == "1" else "RGB")
                 mode = image.mode
             if mode.startswith("I;16") or mode == "I":
@@ -81,15 +99,21 @@ def read_image(path: str) -> np.ndarray:
                 return pixels
             bands = len(image.getbands())
             if mode not in ("L", "RGB"):
-                raise UserError(f"{path}: image has {bands} channels ({mode}); the model takes grayscale or RGB "
-                                "images: remove the alpha channel or convert it to RGB first")
+                raise ImageProblem(f"image has {bands} channels ({mode}); the model takes grayscale or RGB "
+                                   "images: remove the alpha channel or convert it to RGB first")
             pixels = np.asarray(image, dtype=np.uint8)
-    except UserError:
+    except ImageProblem:
         raise
+    except ImageTooLarge as err:
+        raise ImageProblem(str(err)) from None
+    except Image.DecompressionBombError as err:  # PIL's own refusal while opening, above twice the limit
+        raise ImageProblem(str(too_large(err))) from None
     except UnidentifiedImageError:
-        raise UserError(f"{path}: cannot decode image (not a JPEG or PNG file)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise UserError(f"{path}: cannot decode image ({err})") from None
+        raise ImageProblem("cannot decode image (not a JPEG or PNG file)") from None
+    except MemoryError:
+        raise ImageProblem(OUT_OF_MEMORY) from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageProblem(f"cannot decode image ({err})") from None
     return pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
 
 

@@ -15,8 +15,7 @@ or mismatched folder is reported in one line instead of failing somewhere later.
 
 from __future__ import annotations
 
-import json
-import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,13 @@ import torch
 
 from fastgradmix.common.errors import UserError
 from fastgradmix.common.files import write_bytes
+from fastgradmix.common.schema import check_portable, read_json_file
+from fastgradmix.deploy.model_schema import FORMAT_NAME, FORMAT_VERSION, check_meta, inside_folder
+from fastgradmix.deploy.printable import printable
 
-FORMAT_NAME = "fastgradmix-model"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "META_FILE", "BANK_FILE", "PROGRAM_FILES", "Preprocessing",
+           "DeployedModel", "write_bank", "read_bank", "read_model_dir"]
+
 META_FILE = "model.json"
 BANK_FILE = "bank.bin"
 PROGRAM_FILES = {"cpu": "model.cpu.pt2", "cuda": "model.cuda.pt2"}
@@ -36,6 +39,7 @@ PROGRAM_FILES = {"cpu": "model.cpu.pt2", "cuda": "model.cuda.pt2"}
 BANK_MAGIC = b"FGMBANK1"
 # magic, rows N, feature dim D, number of classes K, reserved (0): 24 bytes keep the arrays 8-byte aligned
 BANK_HEADER = struct.Struct("<8sIIII")
+NORM_TOLERANCE = 1e-3  # bank rows are L2-normalised float32: their norms are 1 within about 1e-7
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,18 @@ class DeployedModel:
     meta: dict
 
     def program_path(self, device_type: str) -> Path:
+        """The device's program file, checked to exist inside the folder (a link out of it is refused)."""
         if device_type not in self.programs:
             have = ", ".join(sorted(self.programs)) or "none"
-            raise UserError(f"model folder {self.directory} has no {device_type} program (it has: {have}); "
-                            f"export it with --devices {device_type} on a machine that has one")
+            raise UserError(f"model folder {printable(self.directory)} has no {device_type} program (it has: "
+                            f"{have}); export it with --devices {device_type} on a machine that has one")
         path = self.directory / self.programs[device_type]
         if not path.is_file():
-            raise UserError(f"model folder {self.directory} is incomplete: {path.name} is missing; export it again")
+            raise UserError(f"model folder {printable(self.directory)} is incomplete: {printable(path.name)} is "
+                            "missing; export it again")
+        if not inside_folder(self.directory, path.name):
+            raise UserError(f"{printable(path)} is a link to a file outside the model folder; export the model "
+                            "again")
         return path
 
 
@@ -83,97 +92,78 @@ def write_bank(path: Path, features: torch.Tensor, labels: torch.Tensor, num_cla
     write_bytes(path, header + np.ascontiguousarray(features_np).tobytes() + labels_np.tobytes())
 
 
-def read_bank(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """bank.bin -> features (N, D) float32, labels (N,) int64, number of classes K."""
+def read_bank(path: Path, expect: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """bank.bin -> features (N, D) float32, labels (N,) int64, number of classes K.
+
+    The header is read first; with ``expect`` = (N, D, K) from model.json it must match before the arrays
+    are read, and the file must be exactly as long as its header says, so nothing reads more than that.
+    """
+    shown = printable(path)
     if not path.is_file():
-        raise UserError(f"model folder {path.parent} is incomplete: {path.name} is missing; export it again")
-    data = path.read_bytes()
-    if len(data) < BANK_HEADER.size:
-        raise UserError(f"{path} is corrupt: {len(data)} bytes, shorter than its {BANK_HEADER.size}-byte header")
-    magic, rows, dim, num_classes, _ = BANK_HEADER.unpack_from(data)
-    if magic != BANK_MAGIC:
-        raise UserError(f"{path} is not a fastgradmix bank file (bad magic bytes); export the model again")
-    expected = BANK_HEADER.size + 4 * rows * dim + 4 * rows
-    if len(data) != expected:
-        raise UserError(f"{path} is corrupt: {len(data)} bytes, expected {expected} for {rows} x {dim} features "
-                        "and labels; export the model again")
-    offset = BANK_HEADER.size
-    features = np.frombuffer(data, dtype="<f4", count=rows * dim, offset=offset).reshape(rows, dim)
-    labels = np.frombuffer(data, dtype="<i4", count=rows, offset=offset + 4 * rows * dim)
+        raise UserError(f"model folder {printable(path.parent)} is incomplete: {printable(path.name)} is missing; "
+                        "export it again")
+    try:
+        with open(path, "rb") as handle:
+            length = os.fstat(handle.fileno()).st_size
+            header = handle.read(BANK_HEADER.size)
+            if len(header) < BANK_HEADER.size:
+                raise UserError(f"{shown} is corrupt: {length} bytes, shorter than its {BANK_HEADER.size}-byte "
+                                "header")
+            magic, rows, dim, num_classes, _ = BANK_HEADER.unpack(header)
+            if magic != BANK_MAGIC:
+                raise UserError(f"{shown} is not a fastgradmix bank file (bad magic bytes); export the model again")
+            if expect is not None and (rows, dim, num_classes) != expect:
+                raise UserError(f"{shown} does not match {META_FILE} (classes, size or feature_dim differ); export "
+                                "the model again")
+            expected = BANK_HEADER.size + 4 * rows * dim + 4 * rows
+            if length != expected:
+                raise UserError(f"{shown} is corrupt: {length} bytes, expected {expected} for {rows} x {dim} "
+                                "features and labels; export the model again")
+            data = handle.read(expected - BANK_HEADER.size)
+    except OSError as error:
+        raise UserError(f"{shown}: cannot read ({error.strerror or error})") from None
+    if len(data) != expected - BANK_HEADER.size:
+        raise UserError(f"{shown} changed while it was read; export the model again")
+    features = np.frombuffer(data, dtype="<f4", count=rows * dim).reshape(rows, dim)
+    labels = np.frombuffer(data, dtype="<i4", count=rows, offset=4 * rows * dim)
     if rows and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UserError(f"{path} is corrupt: labels outside [0, {num_classes}); export the model again")
+        raise UserError(f"{shown} is corrupt: labels outside [0, {num_classes}); export the model again")
+    bad_rows = _bad_feature_rows(features)
+    if bad_rows.size:
+        raise UserError(f"{shown} is corrupt: feature row {bad_rows[0]} is not finite or not L2-normalised; "
+                        "export the model again")
     return torch.from_numpy(features.astype(np.float32)), torch.from_numpy(labels.astype(np.int64)), num_classes
 
 
-def _require(meta: dict, key: str, kind, where: Path):
-    value = meta.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        kind_name = "number" if isinstance(kind, tuple) else kind.__name__
-        raise UserError(f"{where} is corrupt: field {key!r} is missing or not a {kind_name}; export the model again")
-    return value
-
-
-def _read_meta(directory: Path) -> tuple[Path, dict]:
-    """The folder's model.json path and content, checked to be this format and version."""
-    if not directory.is_dir():
-        raise UserError(f"model folder {directory} does not exist; create one with python -m fastgradmix.export")
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise UserError(f"{directory} is not a model folder: {META_FILE} is missing; create one with "
-                        "python -m fastgradmix.export")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"{meta_path} is corrupt ({err}); export the model again") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise UserError(f"{meta_path} is not a {FORMAT_NAME} file; create one with python -m fastgradmix.export")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise UserError(f"{meta_path} has format version {version!r}; this fastgradmix reads version "
-                        f"{FORMAT_VERSION}: export the model again")
-    return meta_path, meta
+def _bad_feature_rows(features: np.ndarray) -> np.ndarray:
+    """Indices of the rows (N, D) holding NaN/inf or whose float64 norm is off 1 by more than NORM_TOLERANCE."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.sqrt(np.square(features.astype(np.float64)).sum(axis=1))  # (N,)
+    return np.flatnonzero(~(np.isfinite(features).all(axis=1) & (np.abs(norms - 1.0) <= NORM_TOLERANCE)))
 
 
 def read_model_dir(directory: str | Path) -> DeployedModel:
-    """Reads and cross-checks a model folder; every problem is one UserError line."""
+    """Reads and cross-checks a model folder (deploy/model_schema.py's rules, then the bank against them);
+    every problem is one UserError line."""
     directory = Path(directory)
-    meta_path, meta = _read_meta(directory)
-    class_names = _require(meta, "class_names", list, meta_path)
-    if not class_names or not all(isinstance(name, str) for name in class_names):
-        raise UserError(f"{meta_path} is corrupt: class_names must be a non-empty list of strings")
-    prep = _require(meta, "preprocessing", dict, meta_path)
-    scoring = _require(meta, "scoring", dict, meta_path)
-    bank_meta = _require(meta, "bank", dict, meta_path)
-    programs = _require(meta, "programs", dict, meta_path)
-
-    image_size = _require(prep, "image_size", int, meta_path)
-    channels = _require(prep, "channels", int, meta_path)
-    mean = _require(prep, "mean", list, meta_path)
-    std = _require(prep, "std", list, meta_path)
-    if image_size < 1 or channels not in (1, 3) or len(mean) != channels or len(std) != channels \
-            or not all(isinstance(v, (int, float)) for v in mean + std) or min(std) <= 0:
-        raise UserError(f"{meta_path} is corrupt: preprocessing needs image_size >= 1, channels 1 or 3, and one "
-                        "mean and one positive std per channel")
-    topk = _require(scoring, "topk", int, meta_path)
-    threshold = _require(scoring, "threshold", (int, float), meta_path)
-    tpr = _require(scoring, "tpr", (int, float), meta_path)
-    if topk < 1 or not math.isfinite(threshold):
-        raise UserError(f"{meta_path} is corrupt: scoring needs topk >= 1 and a finite threshold")
-
-    bank_file = _require(bank_meta, "file", str, meta_path)
-    features, labels, num_classes = read_bank(directory / bank_file)
-    if num_classes != len(class_names) or features.shape[0] != bank_meta.get("size") \
-            or features.shape[1] != bank_meta.get("feature_dim"):
-        raise UserError(f"{directory / bank_file} does not match {META_FILE} (classes, size or feature_dim "
-                        "differ); export the model again")
-    if features.shape[0] == 0:
-        raise UserError(f"{directory / bank_file} holds no features; export the model again")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in programs.items()):
-        raise UserError(f"{meta_path} is corrupt: programs must map device names to file names")
-
+    if not directory.is_dir():
+        raise UserError(f"model folder {printable(directory)} does not exist; create one with python -m "
+                        "fastgradmix.export")
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise UserError(f"{printable(directory)} is not a model folder: {META_FILE} is missing; create one with "
+                        "python -m fastgradmix.export")
+    label = printable(meta_path)
+    meta = check_portable(read_json_file(meta_path, label), label)
+    fields = check_meta(meta, label)
+    bank_path = directory / fields.bank_file
+    if bank_path.is_file() and not inside_folder(directory, fields.bank_file):
+        raise UserError(f"{printable(bank_path)} is a link to a file outside the model folder; export the model "
+                        "again")
+    features, labels, _ = read_bank(bank_path, expect=(fields.bank_size, fields.feature_dim, len(fields.class_names)))
     return DeployedModel(
-        directory=directory, class_names=list(class_names),
-        preprocessing=Preprocessing(image_size, channels, tuple(float(v) for v in mean), tuple(float(v) for v in std)),
-        topk=topk, threshold=float(threshold), tpr=float(tpr), bank_features=features, bank_labels=labels,
-        programs=dict(programs), meta=meta,
+        directory=directory, class_names=fields.class_names,
+        preprocessing=Preprocessing(fields.image_size, fields.channels, fields.mean, fields.std),
+        topk=fields.topk, threshold=fields.threshold, tpr=fields.tpr, bank_features=features, bank_labels=labels,
+        programs=fields.programs, meta=meta,
     )

@@ -1,1 +1,2 @@
-"""torchrun: collectives that degrade to one process, the process group and the DDP wrapper."""
+"""torchrun: collectives that degrade to one process, the process group and the DDP wrapper, and the one
+line each rank prints when another rank is lost (peers.py)."""

@@ -10,7 +10,8 @@ evaluation; rank 0 alone prints and writes the run folder. A setup step that can
 (a run folder that already holds a run, a checkpoint that does not fit, bad data) runs under ``agreed``:
 the ranks exchange their outcome, so either all continue or all stop with the same one-line message
 (printed by rank 0), before rank 0 writes anything. A failure that is not agreed (a bug, CUDA out of
-memory on one rank) ends that process; torchrun then stops the others.
+memory on one rank) ends that process; torchrun then stops the others, and each of them ends with one
+line naming the rank that was lost (distributed/peers.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.distributed import peers
 from fastgradmix.distributed.collectives import is_distributed, is_main_process, world_size
 
 T = TypeVar("T")
@@ -72,10 +74,18 @@ def process_group(device: torch.device) -> Iterator[None]:
     else:
         backend = "gloo"
     torch_dist.init_process_group(backend)  # address, rank and size from torchrun's environment
+    failed = True
     try:
-        yield
+        peers.record_peers()
+        with peers.peer_loss_guard():  # a lost rank: one line per remaining rank (distributed/peers.py)
+            yield
+        failed = False
     finally:
-        torch_dist.destroy_process_group()
+        try:
+            torch_dist.destroy_process_group()
+        except Exception:
+            if not failed:  # after a lost rank, tearing down may fail too; the one line already says why
+                raise
 
 
 def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:

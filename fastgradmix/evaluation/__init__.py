@@ -7,6 +7,7 @@ From the command line inwards:
 - bank_scorer.py: Algorithm 1 against the run's bank; osr_tasks.py (osr, closed, ood), corruption_task.py,
   linear_task.py, diversity_task.py: the tasks; aggregate.py: a sweep's mean ± std;
 - results_file.py, figures.py, report.py, summary.py: results.json, plots/*.png, report.md, the printout;
+  tensorboard_log.py: --tensorboard, the numbers and figures into the run's TensorBoard events;
 - topk_similarity.py, metrics.py, features.py, linear_probe.py, diversity_measures.py, plots.py, corruptions/: the
   computations the tasks are built from.
 """

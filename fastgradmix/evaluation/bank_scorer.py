@@ -1,6 +1,6 @@
 """Algorithm 1 against a run's feature bank: ``BankScorer`` embeds the run's known training images once and
-scores any uint8 image set against them (best known class, open-set score); ``evaluate_open_set`` is the
-AUROC / closed-set accuracy / openness summary training writes after its last epoch.
+scores any uint8 image set against them (best known class, open-set score). scoring.py picks it or the
+classifier's scores (logit_scorer.py) for a run's --score.
 
 Everything runs in eval mode on un-augmented images, batched, on the model's device, the model in the given
 precision (the run's: common/precision.py), features and scores in fp32. Under
@@ -19,9 +19,8 @@ from fastgradmix.common.errors import UserError
 from fastgradmix.common.precision import FP32, Precision
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.loaders.pipeline import EvalViews
-from fastgradmix.data.openset import OpenSetData, openness
+from fastgradmix.data.openset import OpenSetData
 from fastgradmix.evaluation.features import extract_features_sharded
-from fastgradmix.evaluation.metrics import auroc, closed_set_accuracy
 from fastgradmix.evaluation.topk_similarity import class_topk_scores, osr_predict, score_normalized
 
 SCORES = ("sum", "normalized")
@@ -38,6 +37,7 @@ class Scored:
 class BankScorer:
     """The feature bank of a run's known training images; scores any uint8 image batch against it.
 
+    ``model`` gives the L2-normalised features Algorithm 1 scores (a model's ``embedder()``).
     ``score="sum"`` is Algorithm 1 (the open-set score is the best class's top-k similarity sum);
     ``"normalized"`` divides each class score by their sum first, as the published GradMix code does.
     """
@@ -74,18 +74,3 @@ class BankScorer:
             raise UserError(f"--score {self.score_mode} gave non-finite open-set scores (class scores summing to "
                             "zero or below); use --score sum")
         return Scored(predictions.cpu(), open_scores)
-
-
-def evaluate_open_set(model: nn.Module, data: OpenSetData, spec: AugmentSpec, topk: int, batch_size: int,
-                      device: torch.device, precision: Precision = FP32, progress: bool = True,
-                      score: str = "sum", views: EvalViews | None = None) -> dict:
-    """AUROC (None for closed-set protocols), closed-set accuracy and openness of the protocol's test set."""
-    scored = BankScorer(model, data, spec, topk, batch_size, device, precision, progress, score,
-                        views).score(data.test_images)
-    is_known = data.test_labels >= 0
-    return {
-        # closed-set protocols have no unknown test images: no AUROC (null in results.json)
-        "auroc": auroc(scored.open_scores[is_known], scored.open_scores[~is_known]) if (~is_known).any() else None,
-        "closed_acc": closed_set_accuracy(scored.predictions[is_known], data.test_labels[is_known]),
-        "openness": openness(data.num_known, data.num_known + len(data.unknown_classes)),
-    }

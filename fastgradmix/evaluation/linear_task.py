@@ -36,10 +36,11 @@ _SNAPSHOT = re.compile(r"^epoch_(\d+)\.pt$")
 
 
 def feature_module(model: nn.Module, kind: str) -> nn.Module:
-    """The module whose output is the probe's input: the encoder (pooled, d-dim) or the whole model (head)."""
+    """The module whose output is the probe's input: the encoder (pooled, d-dim) or the features Algorithm 1
+    scores (the normalised head outputs; a classifier's normalised pooled features)."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; choose one of {FEATURE_KINDS}")
-    return model.encoder if kind == "encoder" else model
+    return model.encoder if kind == "encoder" else model.embedder()
 
 
 def checkpoints_over_epochs(run_dir: Path, last_epoch: int) -> list[tuple[int, Path]]:

@@ -7,6 +7,7 @@ or torch tensors; results are Python floats, fractions in [0, 1].
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 __all__ = ["auroc", "closed_set_accuracy", "ood_metrics"]
 
@@ -30,28 +31,18 @@ def _checked_scores(scores, name: str) -> np.ndarray:
     return array
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``values``, tied values sharing the mean of the ranks they span."""
-    _, group_of_value, group_sizes = np.unique(values, return_inverse=True, return_counts=True)
-    # group g spans ranks first_rank[g] .. first_rank[g] + size - 1 in sorted order
-    first_rank = np.cumsum(group_sizes) - group_sizes + 1
-    group_mean_rank = first_rank + (group_sizes - 1) / 2.0
-    return group_mean_rank[group_of_value.reshape(-1)]
-
-
 def auroc(known_scores, unknown_scores) -> float:
     """Area under the ROC curve with knowns as positives; ties count one half.
 
-    Computed as the Mann-Whitney U statistic with average ranks:
-    AUROC = (sum of known ranks - n_k (n_k + 1) / 2) / (n_k n_u), i.e. the probability that a
-    random known scores above a random unknown (plus half the probability of a tie).
+    The probability that a random known scores above a random unknown, plus half the probability of a
+    tie (the Mann-Whitney U statistic over n_k n_u): scikit-learn's ``roc_auc_score``, whose trapezoids
+    over tied scores give exactly that half. Both sets must be non-empty and finite (checked here: sklearn
+    would fail on one class with a message about labels).
     """
     known = _checked_scores(known_scores, "known_scores")
     unknown = _checked_scores(unknown_scores, "unknown_scores")
-    ranks = _average_ranks(np.concatenate([known, unknown]))
-    known_rank_sum = ranks[: known.size].sum()
-    u_statistic = known_rank_sum - known.size * (known.size + 1) / 2.0
-    return float(u_statistic / (known.size * unknown.size))
+    is_known = np.concatenate([np.ones(known.size), np.zeros(unknown.size)])
+    return float(roc_auc_score(is_known, np.concatenate([known, unknown])))
 
 
 def closed_set_accuracy(predictions, labels) -> float:

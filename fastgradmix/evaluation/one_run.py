@@ -22,16 +22,19 @@ from fastgradmix.data.openset import OpenSetData
 from fastgradmix.evaluation.bank_scorer import BankScorer, Scored
 from fastgradmix.evaluation.corruption_task import corruption_task, released_corruption_task
 from fastgradmix.evaluation.corruptions import table_for_side
-from fastgradmix.evaluation.diversity_task import diversity_task, grid_rows, score_cam_maps
+from fastgradmix.evaluation.corruptions.weather import frost_source
+from fastgradmix.evaluation.diversity_task import cam_map_sizes, diversity_task, grid_rows, score_cam_maps
 from fastgradmix.evaluation.features import extract_features
 from fastgradmix.evaluation.linear_task import checkpoints_over_epochs, linear_task, snapshot_loader
 from fastgradmix.evaluation.options import EvalConfig
 from fastgradmix.evaluation.osr_tasks import cap_rows, closed_task, ood_task, osr_task
 from fastgradmix.evaluation.out_sets import load_out_sets
 from fastgradmix.evaluation.plan import Plan, plan
+from fastgradmix.evaluation.scoring import Scorer, build_scorer
+from fastgradmix.runs.config import resolved_score
 from fastgradmix.runs.folder import Run
 from fastgradmix.runs.precision import run_precision
-from fastgradmix.runs.rebuild import build_run_model, load_run_data
+from fastgradmix.runs.rebuild import build_run_model, evaluation_subset, load_run_data
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class RunSetup:
     model: nn.Module
     precision: Precision  # the model's: the run's, or --precision
     spec: AugmentSpec
-    scorer: BankScorer
+    scorer: Scorer  # the run's --score: Algorithm 1 (BankScorer) or a classifier's MSP / MLS (LogitScorer)
     settings: dict  # the "settings" of every task's results
 
     @property
@@ -70,7 +73,7 @@ def load_model(run: Run, data: OpenSetData, device: torch.device, precision: Pre
     memory layout of ``precision``."""
     state = run.checkpoint if checkpoint is None else checkpoint
     return build_run_model(run.cfg, data.channels, state, run.path / name,
-                           channels_last=precision.channels_last).to(device).eval()
+                           channels_last=precision.channels_last, num_classes=data.num_known).to(device).eval()
 
 
 def evaluate_run(run: Run, options: EvalConfig, device: torch.device) -> RunEvaluation:
@@ -103,6 +106,7 @@ def _prepare(run: Run, options: EvalConfig) -> tuple[OpenSetData, Plan, torch.Te
     before the long part starts so that missing data fails early."""
     cfg = run.cfg
     data = load_run_data(cfg, options.data_root, options.progress)
+    data = evaluation_subset(data, options.test_subsample or cfg.test_subsample)  # published: first N per class
     todo = plan(cfg, data, options)
     if options.max_bank:
         data = data.subset_train(options.max_bank, options.seed)
@@ -128,9 +132,11 @@ def _set_up(run: Run, options: EvalConfig, device: torch.device, data: OpenSetDa
     precision = run_precision(cfg, device, options.precision)
     model = load_model(run, data, device, precision)
     spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std, flip=data.flip, color=data.color)
-    scorer = BankScorer(model, data, spec, topk, options.batch_size or cfg.eval_batch_size, device,
-                        precision, options.progress, options.score)
-    settings = {"topk": topk, "score": options.score, "max_images": options.max_images,
+    score = resolved_score(cfg.method, cfg.score if options.score == "auto" else options.score)
+    scorer = build_scorer(model, data, spec, topk, options.batch_size or cfg.eval_batch_size, device,
+                          precision, options.progress, score)
+    settings = {"topk": topk, "score": score, "test_subsample": options.test_subsample or cfg.test_subsample,
+                "max_images": options.max_images,
                 "max_bank": options.max_bank, "seed": options.seed, "checkpoint_epoch": run.checkpoint.get("epoch"),
                 "evaluated_at": datetime.datetime.now().isoformat(timespec="seconds"), "fastgradmix": __version__,
                 "torch": torch.__version__, "precision": precision.name, "channels_last": precision.channels_last}
@@ -172,9 +178,10 @@ def _corruption(setup: RunSetup, clean_acc: float) -> dict:
     table = None if options.corruption_table == "auto" else options.corruption_table
     images, labels = setup.known_images, setup.known_labels
     result = corruption_task(scorer, images, labels, clean_acc, names, severities, options.seed, table,
-                             options.progress)
+                             options.progress, options.glass_swap)
     table = table or table_for_side(max(images.shape[-2:]))
-    return {**result, "source": f"generated (seed {options.seed})", "table": table, "settings": setup.settings}
+    return {**result, "source": f"generated (seed {options.seed})", "table": table, "glass_swap": options.glass_swap,
+            "frost": frost_source(), "settings": setup.settings}
 
 
 def _linear(setup: RunSetup) -> dict:
@@ -197,22 +204,42 @@ def _linear(setup: RunSetup) -> dict:
                        setup.precision, options.progress, extra)
 
 
+def _topk_scorer(setup: RunSetup) -> BankScorer:
+    """The run's scorer when it is Algorithm 1's; under --score msp / mls a bank of the classifier's
+    normalised pooled features (the diversity task's CAM is that of the top-k score, whatever --score)."""
+    if isinstance(setup.scorer, BankScorer):
+        return setup.scorer
+    return BankScorer(setup.model.embedder(), setup.data, setup.spec, setup.settings["topk"], setup.batch_size,
+                      setup.device, setup.precision, setup.options.progress)
+
+
 def _diversity(setup: RunSetup) -> tuple[dict, dict]:
-    """TwoNN of the known test features, S_M(tau) of their LayerCAM maps, and the maps of the grid's images."""
-    cfg, data, scorer, progress = setup.run.cfg, setup.data, setup.scorer, setup.options.progress
+    """TwoNN of the known test features (or per class of the training features), S_M(tau) of the known test
+    images' LayerCAM maps (raw or normalised), and the (normalised) maps of the grid's images."""
+    cfg, data, options, progress = setup.run.cfg, setup.data, setup.options, setup.options.progress
     layers = cfg.cam_layer_list()
-    encoder = extract_features(setup.model.encoder, setup.known_images, setup.spec, setup.batch_size, setup.device,
+    scorer = _topk_scorer(setup)
+    per_class = options.id_features == "train-per-class"
+    id_images = data.train_images if per_class else setup.known_images  # the bank's images (--max-bank)
+    encoder = extract_features(setup.model.encoder, id_images, setup.spec, setup.batch_size, setup.device,
                                setup.precision, desc="encoder features", progress=progress)
-    head = scorer.features(setup.known_images, "head features")
+    head = scorer.bank if per_class else scorer.features(setup.known_images, "head features")
 
-    def cam(images: torch.Tensor, desc: str) -> torch.Tensor:
-        return score_cam_maps(setup.model, images, setup.spec, layers, scorer.bank, scorer.bank_labels,
+    def cam(images: torch.Tensor, desc: str, kind: str) -> torch.Tensor:
+        return score_cam_maps(scorer.model, images, setup.spec, layers, scorer.bank, scorer.bank_labels,
                               data.num_known, scorer.topk, setup.batch_size, setup.device, setup.precision,
-                              progress, desc)
+                              progress, desc, kind)
 
-    result = diversity_task(encoder, head, cam(setup.known_images, "CAM maps"), layers, setup.options.area_thresholds)
-    rows = grid_rows(data.test_labels, setup.options.cam_grid)
+    if options.area_maps == "raw":
+        map_size = cam_map_sizes(scorer.model, layers, data.channels, cfg.image_size, setup.device)
+    else:
+        map_size = f"{cfg.image_size}x{cfg.image_size} (upsampled)"
+    result = diversity_task(encoder, head, cam(setup.known_images, "CAM maps", options.area_maps), layers,
+                            options.area_thresholds, options.area_maps,
+                            id_labels=data.train_labels if per_class else None, class_names=data.known_classes,
+                            map_size=map_size)
+    rows = grid_rows(data.test_labels, options.cam_grid)
     labels = data.test_labels[rows].tolist()
-    grid = {"images": data.test_images[rows], "maps": cam(data.test_images[rows], "CAM grid"),
+    grid = {"images": data.test_images[rows], "maps": cam(data.test_images[rows], "CAM grid", "normalized"),
             "captions": [data.known_classes[label] if label >= 0 else "unknown" for label in labels]}
     return result, {"thresholds": result["thresholds"], "area": result["activated_area"], "grid": grid}

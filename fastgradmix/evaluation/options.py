@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 from fastgradmix.common.cli import OneLineParser
 from fastgradmix.common.errors import UserError
-from fastgradmix.evaluation.bank_scorer import SCORES
-from fastgradmix.evaluation.corruptions import CORRUPTIONS, TABLES
+from fastgradmix.common.tensorboard import require_tensorboard
+from fastgradmix.evaluation.corruptions import CORRUPTIONS, GLASS_SWAPS, TABLES
 from fastgradmix.evaluation.corruptions.released import check_cifar10_c
 from fastgradmix.evaluation.diversity_measures import DEFAULT_AREA_THRESHOLDS, area_thresholds
+from fastgradmix.evaluation.diversity_task import AREA_MAPS, ID_FEATURES
 from fastgradmix.evaluation.linear_task import FEATURE_KINDS
 from fastgradmix.evaluation.out_sets import check_out_set_names
+from fastgradmix.runs.config import SCORES
 from fastgradmix.runs.precision import EVAL_PRECISIONS
 
 PROG = "fastgradmix.evaluate"
@@ -35,15 +37,19 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS  # in the order given
     from_all: bool = True  # the tasks came from "all": those a run cannot do are skipped with a note
     topk: int | None = None  # None: the run's
-    score: str = "sum"
+    score: str = "auto"  # auto: the run's --score (msp for --method ce, sum otherwise)
+    test_subsample: str | None = None  # None: the run's
     ood_out: tuple[str, ...] = ()  # (): the protocol's default pairing
     corruptions: tuple[str, ...] = CORRUPTIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # sorted, distinct
     corruption_table: str = "auto"
     corruption_data: str = ""  # the released CIFAR-10-C folder ("": generate the corruptions)
+    glass_swap: str = "released"  # glass blur's pixel "swap" as the released data sets (a copy), or "true"
     compare: str = ""  # another run folder ("": none)
     linear_features: str = "encoder"
     area_thresholds: tuple[float, ...] = DEFAULT_AREA_THRESHOLDS
+    area_maps: str = "raw"  # S_M of the raw maps at the CAM layers' resolution (eq. 7), or "normalized"
+    id_features: str = "test"  # TwoNN of the known test features, or "train-per-class" (ID.py's Table 1)
     cam_grid: int = 8
     max_images: int = 0
     max_bank: int = 0
@@ -53,6 +59,7 @@ class EvalConfig:
     batch_size: int = 0  # 0: the run's eval batch size
     seed: int = 0
     progress: bool = True
+    tensorboard: bool = False  # also add the numbers and figures to the run's TensorBoard events (tb/)
 
     @property
     def compared_tasks(self) -> tuple[str, ...]:
@@ -65,9 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, help="run folder (config.json + last.pt), or a --split all folder")
     parser.add_argument("--tasks", default="all", help=f"comma-separated: {','.join(TASKS)}, or all (default)")
     parser.add_argument("--topk", type=int, help="k of the top-k class similarity (default: the run's)")
-    parser.add_argument("--score", choices=SCORES, default="sum",
-                        help="open-set score: sum (Algorithm 1) or normalized (class scores / their sum, as the "
-                             "published code)")
+    parser.add_argument("--score", choices=SCORES, default="auto",
+                        help="open-set score: sum (Algorithm 1's top-k similarity), normalized (class scores / "
+                             "their sum, as the published code), msp (maximum softmax probability) or mls (maximum "
+                             "logit) of a --method ce run's classifier; auto (default): the run's")
+    parser.add_argument("--test-subsample", choices=("none", "published"), default=None,
+                        help="bank and test images: none (all) or published (the first N per class the published "
+                             "feature_reading.py keeps; docs/FIDELITY.md) (default: the run's)")
     parser.add_argument("--ood-out", default="", help="out-sets for ood, comma-separated: an OOD protocol "
                         "(e.g. cifar10-vs-svhn), folder:PATH (ImageFolder tree), noise:uniform, noise:gaussian "
                         "(default: the protocol's pairing)")
@@ -77,12 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parameter table: auto = CIFAR-10-C up to 48 px, Tiny-ImageNet-C above")
     parser.add_argument("--corruption-data", default="", help="folder of the released CIFAR-10-C "
                         "(<corruption>.npy + labels.npy): use it instead of generating corruptions")
+    parser.add_argument("--glass-swap", choices=GLASS_SWAPS, default="released",
+                        help="generated glass blur: released (default) reproduces the released CIFAR-10-C / "
+                             "Tiny-ImageNet-C, whose scripts' in-place NumPy swap copies one pixel onto the other "
+                             "(numpy issue 14428); true exchanges the two pixels")
     parser.add_argument("--compare", default="", help="another run (e.g. without GradMix): its corruption "
                         "robustness and feature diversity side by side with this run's")
     parser.add_argument("--linear-features", choices=FEATURE_KINDS, default="encoder",
                         help="linear: the encoder's pooled features (default) or the projection head's outputs")
     parser.add_argument("--area-range", default="1e-5,1e-3", help="diversity: LOW,HIGH of the activated-area "
-                        "thresholds tau (9, log-spaced; the maps are normalised to a maximum of 1)")
+                        "thresholds tau (9, log-spaced)")
+    parser.add_argument("--area-maps", choices=AREA_MAPS, default="raw",
+                        help="diversity: S_M counts pixels of the raw LayerCAM maps at the CAM layers' resolution "
+                             "(the paper's eq. 7, default) or of the maps normalised to a maximum of 1 and upsampled "
+                             "to the input size")
+    parser.add_argument("--id-features", choices=ID_FEATURES, default="test",
+                        help="diversity: intrinsic dimension of the known test images' features (default), or per "
+                             "known class of the training images' features, averaged over the classes (the "
+                             "published code's Table 1)")
     parser.add_argument("--cam-grid", type=int, default=8, help="diversity: test images in the LayerCAM grid "
                         "(half known, half unknown when the protocol has unknowns)")
     parser.add_argument("--max-images", type=int, default=0, help="evaluate at most N images of each test set "
@@ -97,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=0, help="images per batch (default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of corruptions, noise out-sets and subsets")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    parser.add_argument("--tensorboard", action="store_true", help="also write the metrics and figures to the "
+                        "run's TensorBoard event files, runs/NAME/tb/ (needs pip install 'fastgradmix[tensorboard]')")
     return parser
 
 
@@ -115,6 +140,8 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
     if args.cam_grid < 1:
         raise UserError(f"--cam-grid must be >= 1 (got {args.cam_grid})")
     thresholds = parse_area_range(args.area_range)
+    if args.tensorboard:
+        require_tensorboard()
     if args.compare and not any(task in COMPARABLE for task in tasks):
         raise UserError("--compare compares corruption robustness and feature diversity: add corruption or "
                         "diversity to --tasks")
@@ -122,13 +149,16 @@ def parse_options(argv: list[str] | None = None) -> EvalConfig:
     if "ood" in tasks:
         check_out_set_names(ood_out)
     return EvalConfig(
-        run=args.run, tasks=tuple(tasks), from_all=from_all, topk=args.topk, score=args.score, ood_out=ood_out,
+        run=args.run, tasks=tuple(tasks), from_all=from_all, topk=args.topk, score=args.score,
+        test_subsample=args.test_subsample, ood_out=ood_out,
         corruptions=tuple(corruptions), severities=tuple(severities), corruption_table=args.corruption_table,
-        corruption_data=args.corruption_data, compare=args.compare, linear_features=args.linear_features,
-        area_thresholds=tuple(thresholds), cam_grid=args.cam_grid, max_images=args.max_images,
+        corruption_data=args.corruption_data, glass_swap=args.glass_swap, compare=args.compare,
+        linear_features=args.linear_features,
+        area_thresholds=tuple(thresholds), area_maps=args.area_maps, id_features=args.id_features,
+        cam_grid=args.cam_grid, max_images=args.max_images,
         max_bank=args.max_bank, data_root=args.data_root, device=args.device, precision=args.precision,
         batch_size=args.batch_size,
-        seed=args.seed, progress=args.progress)
+        seed=args.seed, progress=args.progress, tensorboard=args.tensorboard)
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:

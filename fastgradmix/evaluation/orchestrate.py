@@ -8,6 +8,7 @@ report.md are written (each atomically), so a failure leaves the folder as it wa
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -21,14 +22,25 @@ from fastgradmix.evaluation.figures import figures
 from fastgradmix.evaluation.one_run import evaluate_run
 from fastgradmix.evaluation.options import PROG, EvalConfig
 from fastgradmix.evaluation.results_file import merged, read_results, run_context
+from fastgradmix.runs import lock
 from fastgradmix.runs.folder import Run, load_run, locate_runs
 
 
 def evaluate_folder(options: EvalConfig) -> dict:
-    """Evaluates ``options.run`` and writes its outputs; returns the folder's new results.json content."""
+    """Evaluates ``options.run`` and writes its outputs; returns the folder's new results.json content.
+    The folder (and a sweep's split<k>/ runs) stay locked throughout (runs/lock.py): a training or another
+    evaluation writing there stops this one before it reads anything, and the other way round."""
     device = resolve_device(options.device)
     root = Path(options.run)
-    runs = [load_run(path, path.name if path != root else "") for path in locate_runs(root)]
+    paths = locate_runs(root)
+    with ExitStack() as held:
+        for folder in dict.fromkeys([root, *paths]):
+            held.enter_context(lock.locked(folder, PROG, create=False))
+        return _evaluate_locked(options, device, root, paths)
+
+
+def _evaluate_locked(options: EvalConfig, device: torch.device, root: Path, paths: list[Path]) -> dict:
+    runs = [load_run(path, path.name if path != root else "") for path in paths]
     others = load_compare_runs(options, runs[0]) if options.compare else []
     result_paths = [run.path / "results.json" for run in runs] + ([root / "results.json"] if len(runs) > 1 else [])
     existing = {path: read_results(path) for path in result_paths}  # unreadable files fail before the work

@@ -89,6 +89,8 @@ def _corruption_section(corruption: dict, compare: dict | None, figures: set[str
              f"{100 * corruption['mean_drop'][name]:.2f}"] for name in corruption["drop"]]
     rows.append(["**all types**", *("" for _ in severities), f"**{100 * corruption['overall_mean_drop']:.2f}**"])
     lines += [*_table(header, rows), ""]
+    lines += _severity_table(corruption, compare["corruption"] if compare is not None else None,
+                             compare["aug"] if compare is not None else "")
     if compare is not None:
         other = compare["corruption"]
         lines += [f"### Compared with {compare['run']} (aug {compare['aug']})", "",
@@ -104,6 +106,24 @@ def _corruption_section(corruption: dict, compare: dict | None, figures: set[str
                               f"{100 * (corruption['overall_mean_drop'] - other['overall_mean_drop']):+.2f}"]]),
                   "", "Mean accuracy drops in percentage points (lower = more robust).", ""]
     return lines + _figures(["plots/corruption.png"], figures) + [""]
+
+
+def _severity_table(corruption: dict, other: dict | None, other_aug: str) -> list[str]:
+    """The paper's Table 5: the accuracy drop per severity (mean over the corruption types), then the mean."""
+    def per_severity(result: dict) -> list[float]:
+        if "severity_mean_drop" in result:
+            return result["severity_mean_drop"]
+        drops = list(result["drop"].values())  # an evaluation from before it was recorded: per type, per severity
+        return [sum(d[i] for d in drops) / len(drops) for i in range(len(result["severities"]))]
+
+    columns = [("drop (this run)", per_severity(corruption), corruption["overall_mean_drop"])]
+    if other is not None and other.get("severities") == corruption["severities"]:
+        columns.append((f"drop (other, {other_aug})", per_severity(other), other["overall_mean_drop"]))
+    rows = [[str(s), *(f"{100 * values[i]:.2f}" for _, values, _ in columns)]
+            for i, s in enumerate(corruption["severities"])]
+    rows.append(["mean", *(f"{100 * mean:.2f}" for _, _, mean in columns)])
+    return ["Accuracy drop per severity, mean over the corruption types (percentage points; the paper's Table 5):",
+            "", *_table(["severity", *(name for name, _, _ in columns)], rows), ""]
 
 
 def _linear_section(linear: dict, figures: set[str]) -> list[str]:
@@ -147,11 +167,21 @@ def _diversity_section(diversity: dict, compare: dict | None, figures: set[str])
             ["intrinsic dimension, head features", *(dimension(r, "twonn_head") for _, r in columns)]]
     rows += [[f"S_M({tau:.1e}) (%)", *(f"{100 * r['activated_area'][i]:.2f}" for _, r in columns)]
              for i, tau in enumerate(diversity["thresholds"])]
+    if diversity.get("id_features") == "train-per-class":
+        id_text = ("TwoNN (Facco et al. 2017) of each known class's training images' features on its own, averaged "
+                   "over the classes (the published code's Table 1)")
+    else:
+        id_text = "TwoNN (Facco et al. 2017) of the known test images' features, all classes together"
+    if diversity.get("area_maps", "normalized") == "raw":
+        maps_text = (f"the raw maps M = ReLU(sum_c ReLU(G_c) A_c), not normalised, at the CAM layer's resolution "
+                     f"({diversity.get('map_size') or diversity['cam_layers']}), as the paper's eq. 7")
+    else:
+        maps_text = (f"maps at {diversity['cam_layers']} normalised to a maximum of 1 per layer and upsampled to "
+                     "the input size (--area-maps normalized)")
     lines += [*_table(header, rows), "",
-              "Intrinsic dimension: TwoNN (Facco et al. 2017) of the known test images' features. Activated area "
-              f"S_M(tau): share of LayerCAM map pixels above tau (maps at {diversity['cam_layers']}, normalised to a "
-              "maximum of 1 per layer), the gradient being that of the image's open-set score (its best known "
-              "class's top-k similarity sum); averaged over the known test images"
+              f"Intrinsic dimension: {id_text}. Activated area S_M(tau): share of LayerCAM map pixels above tau, "
+              f"{maps_text}; the gradient is that of the image's open-set score (its best known class's top-k "
+              "similarity sum); averaged over the known test images"
               + (" and the splits" if "per_split" in diversity else "") + ".", ""]
     return lines + _figures(["plots/activated_area.png", "plots/cam_grid.png"], figures) + [""]
 

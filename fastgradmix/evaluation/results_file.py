@@ -1,23 +1,34 @@
-"""A run folder's results.json as the evaluation sees it: read before any work (an unreadable file fails
-early and is left as it is), and its "evaluation" key updated task by task (training's keys untouched)."""
+"""A run folder's results.json as the evaluation sees it: read and checked before any work (an unreadable or
+damaged file fails early and is left as it is), and its "evaluation" key updated task by task (training's
+keys untouched)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.evaluation import report
 from fastgradmix.runs.folder import Run
+from fastgradmix.runs.results_schema import read_results_file
 
 
 def read_results(path: Path) -> dict:
-    """The results.json at ``path``, {} when there is none."""
+    """The results.json at ``path`` checked against its schema (runs/results_schema.py), {} when there is
+    none. Its earlier evaluation records are rendered once, unwritten, so a damaged one is refused now,
+    before any work, rather than when the report is rebuilt at the end."""
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path} ({err}); fix or delete it, then evaluate again") from None
+        results = read_results_file(path, training_keys_required=False)
+    except UserError as err:
+        raise UserError(f"{err}; fix or delete it, then evaluate again") from None
+    if "evaluation" in results:
+        try:
+            report.render(path.parent, results, set())
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+            raise UserError(f"{path}: its \"evaluation\" record is damaged ({type(err).__name__}: {err}); delete "
+                            "that key or the file, then evaluate again") from None
+    return results
 
 
 def run_context(runs: list[Run]) -> dict:

@@ -8,6 +8,8 @@ hooks for its CAM maps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -22,15 +24,19 @@ class CamCapture:
     backward (the ``--cam-grad detached`` mode).
     """
 
-    def __init__(self, model: nn.Module, layer_names: list[str], keep_grads: bool = False):
+    def __init__(self, model: nn.Module, layer_names: list[str], keep_grads: bool = False,
+                 find_layer: Callable[[str], nn.Module] | None = None):
+        """``find_layer(name)`` is the module a name stands for: by default this project's ``cam_module``
+        (conv5_2); the drop-in ``GradMix`` (mixer.py) passes one for module names of any model."""
         self.layer_names = layer_names
         self.keep_grads = keep_grads
         self.armed = False
         self.activations: list[torch.Tensor] = []  # per layer (B, C_l, h_l, w_l), B the forward's batch
         self.gradients: list[torch.Tensor | None] = []  # same shapes, filled by the backward (keep_grads)
         self._handles = []
+        find_layer = find_layer or model.cam_module
         for index, name in enumerate(layer_names):
-            module = model.cam_module(name)
+            module = find_layer(name)
             self._handles.append(module.register_forward_hook(self._make_hook(index)))
 
     def _make_hook(self, index: int):

@@ -1,5 +1,5 @@
 """Argument checks shared by the GradMix operations' two implementations (reference.py and the Triton
-kernels in kernels/): one place, so the twins accept and reject exactly the same inputs with the same
+kernels in fastgradmix/kernels/): one place, so the twins accept and reject exactly the same inputs with the same
 messages. Shape-only: nothing here reads a tensor's values (no host sync)."""
 
 from __future__ import annotations

@@ -7,14 +7,15 @@ A run folder (written by ``fastgradmix.train``) holds config.json (every option,
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.common.schema import read_json_file
 from fastgradmix.runs.checkpoint import load_checkpoint
-from fastgradmix.runs.config import Config, merge
+from fastgradmix.runs.config import Config, merge, validate
+from fastgradmix.runs.config_schema import check_config
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "last.pt"
@@ -32,15 +33,10 @@ class Run:
 
 
 def read_saved_config(path: Path) -> dict:
-    """The raw config.json of a run folder (for --resume, which merges it with the explicit options)."""
+    """The config.json of a run folder, strictly parsed and checked against the option table (for --resume,
+    which merges it with the explicit options); a damaged file is one UserError line naming it and the key."""
     config_path = path / CONFIG_FILE
-    try:
-        saved = json.loads(config_path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {config_path} ({err}); is this a fastgradmix run folder?") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{config_path} does not hold a configuration; is this a fastgradmix run folder?")
-    return saved
+    return check_config(read_json_file(config_path), str(config_path))
 
 
 def load_run(path: Path, label: str = "") -> Run:
@@ -51,10 +47,11 @@ def load_run(path: Path, label: str = "") -> Run:
     if not config_path.is_file() or not checkpoint_path.is_file():
         raise UserError(f"{path} is not a finished run folder (config.json and last.pt are needed); "
                         "train one with python -m fastgradmix.train")
+    cfg = merge({}, read_saved_config(path))
     try:
-        cfg = merge({}, read_saved_config(path))
-    except TypeError as err:
-        raise UserError(f"cannot read {config_path} ({err}); is this a fastgradmix run folder?") from None
+        validate(cfg)  # the rules that tie options together (each key alone was checked on reading)
+    except UserError as err:
+        raise UserError(f"{config_path}: {err}") from None
     checkpoint = load_checkpoint(checkpoint_path)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise UserError(f"{checkpoint_path} holds no model weights; is this a fastgradmix checkpoint?")

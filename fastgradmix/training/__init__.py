@@ -6,5 +6,6 @@
 - step.py: one update, straight-line: an objective (objectives/: the loss) and a mixed-view strategy
   (mixed_views/: none, Mixup/CutMix, CAM-guided GradMix), each chosen from a small registry;
 - compile.py: ``--compile`` in regions split at the CAM layers; timing.py: step timing without host syncs;
-- sweep.py: ``--split all``, every class split in turn, then mean ± std.
+- sweep.py: ``--split all``, every class split in turn, then mean ± std;
+- tensorboard_log.py: ``--tensorboard``, the run's numbers, a grid of mixed views per epoch, the result.
 """

@@ -10,7 +10,6 @@ global batch, logged losses are averaged over the ranks, and rank 0 alone prints
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -21,25 +20,26 @@ from tqdm import tqdm
 
 from fastgradmix.common.device import resolve_device
 from fastgradmix.common.errors import UserError
-from fastgradmix.common.files import write_json
+from fastgradmix.common.files import append_line, json_text, write_json
 from fastgradmix.common.precision import fast_bf16_here
-from fastgradmix.data.augment import AugmentSpec
+from fastgradmix.data.augment import AugmentSpec, view_spec
 from fastgradmix.data.loaders.pipeline import InputPipeline, build_input_pipeline
 from fastgradmix.data.loaders.sharding import GRADMIX_STREAM, seeded_generator
 from fastgradmix.data.openset import OpenSetData
 from fastgradmix.distributed import collectives
 from fastgradmix.distributed.launch import AgreedError, agreed, main_print, rank_device, rank_zero_first, wrap_model
-from fastgradmix.evaluation.bank_scorer import evaluate_open_set
-from fastgradmix.runs.config import Config
+from fastgradmix.evaluation.scoring import evaluate_open_set
+from fastgradmix.runs.config import Config, resolved_score
 from fastgradmix.runs.precision import resolve_run_config, run_precision
-from fastgradmix.runs.rebuild import build_run_model, load_run_data
+from fastgradmix.runs.rebuild import build_run_model, evaluation_subset, load_run_data
 from fastgradmix.training import run_files
 from fastgradmix.training.compile import compile_regions
 from fastgradmix.training.eta import RunEta, run_eta
 from fastgradmix.training.results import print_table, results_record
-from fastgradmix.training.schedule import cosine_lr
+from fastgradmix.training.schedule import learning_rate
 from fastgradmix.training.step import TrainStep, build_optimizer
 from fastgradmix.training.step_log import non_finite_message, out_of_memory_message, read_losses
+from fastgradmix.training.tensorboard_log import TrainingTensorBoard
 
 PROG = "fastgradmix.train"
 
@@ -63,9 +63,16 @@ class Session:
     model: torch.nn.Module  # the bare model: checkpoints, evaluation
     step_fn: TrainStep  # runs the model itself, or its DistributedDataParallel wrapper under torchrun
     show_progress: bool
+    tensorboard: TrainingTensorBoard | None = None  # --tensorboard, rank 0 only
 
 
 def train(cfg: Config) -> dict:
+    # the run folder is locked for the run's life, before its "already holds a run?" check (runs/lock.py)
+    with run_files.locked_folder(Path(cfg.run_dir_name()), PROG):
+        return _train_locked(cfg)
+
+
+def _train_locked(cfg: Config) -> dict:
     session = _set_up(cfg)
     # a global batch has the same size whatever the world size, so steps per epoch (and the step numbers of
     # metrics.jsonl) are too: a run resumes with any number of processes that divides the batch
@@ -103,7 +110,7 @@ def _set_up(cfg: Config) -> Session:
     # Rank 0 reads first: a download or the decoded-image cache is written once.
     data = rank_zero_first(lambda: _load_data(cfg, show_progress))
     main_print(data.describe())  # classes, openness, image counts
-    spec = AugmentSpec(size=cfg.image_size, mean=data.mean, std=data.std, flip=data.flip, color=data.color)
+    spec = view_spec(cfg.views, cfg.image_size, data.mean, data.std, data.flip, data.color, cfg.rotate_degrees)
     inputs = agreed(lambda: build_input_pipeline(
         cfg.loader, data, spec, cfg.batch_size // world, cfg.seed, device, workers=cfg.workers, rank=rank,
         world_size=world,
@@ -111,7 +118,7 @@ def _set_up(cfg: Config) -> Session:
         channels_last=cfg.channels_last))
     main_print(inputs.describe())
 
-    model = agreed(lambda: _build_model(cfg, data.channels, device))
+    model = agreed(lambda: _build_model(cfg, data.channels, data.num_known, device))
     train_model = wrap_model(model, device)  # DDP: rank 0's initial weights are broadcast to every rank
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)  # fused: one kernel, no host reads
     step_fn = agreed(lambda: TrainStep(train_model, optimizer, cfg, device))
@@ -135,9 +142,9 @@ def _load_data(cfg: Config, progress: bool) -> OpenSetData:
     return data
 
 
-def _build_model(cfg: Config, channels: int, device: torch.device) -> torch.nn.Module:
+def _build_model(cfg: Config, channels: int, num_classes: int, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)  # the initial weights
-    model = build_run_model(cfg, channels).to(device)
+    model = build_run_model(cfg, channels, num_classes=num_classes).to(device)  # num_classes: --method ce
     try:
         for name in cfg.cam_layer_list():
             model.cam_module(name)
@@ -154,6 +161,8 @@ def _prepare_folder(session: Session, start_epoch: int) -> None:
         write_json(run_dir / "config.json", session.cfg.to_dict())
         run_files.truncate_metrics(run_dir / "metrics.jsonl", start_epoch * session.inputs.train.steps_per_epoch)
         run_files.remove_later_snapshots(run_dir, start_epoch)
+        if session.cfg.tensorboard:
+            session.tensorboard = TrainingTensorBoard(run_dir, session.spec.mean, session.spec.std)
     collectives.barrier()  # no rank starts training in a run folder rank 0 has not prepared
 
 
@@ -170,6 +179,8 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
         train_wall_s += time.perf_counter() - epoch_start
         if collectives.is_main_process():  # rank 0's weights, optimizer state and BatchNorm statistics
             run_files.save(session.run_dir, cfg, session.model, session.step_fn, epoch + 1, train_wall_s)
+            if session.tensorboard is not None:
+                session.tensorboard.log_views(session.step_fn.last_mixed_view, (epoch + 1) * steps_per_epoch - 1)
         collectives.barrier()  # an epoch ends on every rank once its checkpoint is on disk
     progress.close()
     return train_wall_s
@@ -177,7 +188,7 @@ def _train_epochs(session: Session, start_epoch: int, end_epoch: int, train_wall
 
 def _train_epoch(session: Session, epoch: int, progress: tqdm, eta: RunEta) -> None:
     cfg, loader, step_fn = session.cfg, session.inputs.train, session.step_fn
-    steps_per_epoch, total_steps = loader.steps_per_epoch, loader.steps_per_epoch * cfg.epochs
+    steps_per_epoch = loader.steps_per_epoch
     optimizer = step_fn.optimizer
     # GradMix's draws (partners, boxes), a stream per rank like the augmentations
     mix_generator = seeded_generator(cfg.seed, epoch, GRADMIX_STREAM, session.device, collectives.rank())
@@ -185,7 +196,7 @@ def _train_epoch(session: Session, epoch: int, progress: tqdm, eta: RunEta) -> N
     for index, (view1, view2, labels) in enumerate(loader.epoch(epoch)):
         step = epoch * steps_per_epoch + index
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(cfg.lr, step, total_steps)
+            group["lr"] = learning_rate(cfg.lr_schedule, cfg.lr, step, steps_per_epoch, cfg.epochs)
         try:
             losses = step_fn(view1, view2, labels, mix_generator)
         except torch.cuda.OutOfMemoryError:
@@ -207,15 +218,17 @@ def _log_window(session: Session, pending: list[dict[str, torch.Tensor]], epoch:
                 images_per_s: float) -> dict:
     """The only read-backs of the loop: the losses of the last log_every steps (averaged over the ranks: the
     global batch's losses) and the step timing (rank 0's); one metrics.jsonl line."""
-    means, bad_offset = read_losses(pending)
+    means, bad_offset, bad_terms = read_losses(pending)
     if bad_offset is not None:  # the same averaged values on every rank: all stop together
         raise AgreedError(non_finite_message(session.cfg, step - len(pending) + 1 + bad_offset, epoch,
-                                             session.run_dir))
+                                             session.run_dir, bad_terms))
     record = {"epoch": epoch, "step": step, **means, "lr": session.step_fn.optimizer.param_groups[0]["lr"],
               "images_per_s": images_per_s, **session.step_fn.read_log_fields()}
     if collectives.is_main_process():
-        with (session.run_dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        metrics = session.run_dir / "metrics.jsonl"
+        append_line(metrics, json_text(record, metrics, indent=None))
+        if session.tensorboard is not None:
+            session.tensorboard.log_window(record, list(means))
     return record
 
 
@@ -223,13 +236,21 @@ def _evaluate(session: Session, train_wall_s: float) -> dict:
     """Every rank evaluates rank 0's model (the checkpoint's), each embedding a share of the images."""
     cfg = session.cfg
     collectives.broadcast_buffers(session.model)
-    scores = evaluate_open_set(session.model, session.data, session.spec, cfg.topk, cfg.eval_batch_size,
-                               session.device, run_precision(cfg, session.device), session.show_progress,
-                               views=session.inputs.eval)
+    open_scores = {}  # known/unknown open-set scores, for --tensorboard's ROC curve
+    data = evaluation_subset(session.data, cfg.test_subsample)  # --test-subsample published: first N per class
+    scores = evaluate_open_set(session.model, data, session.spec, cfg.topk, cfg.eval_batch_size, session.device,
+                               run_precision(cfg, session.device), session.show_progress,
+                               score=resolved_score(cfg.method, cfg.score), views=session.inputs.eval,
+                               keep_scores=open_scores)
     images_seen = session.inputs.train.steps_per_epoch * cfg.epochs * cfg.batch_size
     results = results_record(cfg, session.data, scores, train_wall_s, images_seen, session.device)
+    results.update(n_known_test=data.n_known_test, n_unknown_test=data.n_unknown_test)  # the images scored
     if collectives.is_main_process():
         write_json(session.run_dir / "results.json", results)
         print_table(results, session.run_dir)
+        if session.tensorboard is not None:
+            session.tensorboard.log_final(results, open_scores["known"].numpy(), open_scores["unknown"].numpy(),
+                                          session.inputs.train.steps_per_epoch * cfg.epochs)
+            session.tensorboard.close()
     collectives.barrier()  # train() returns on every rank once results.json exists
     return results

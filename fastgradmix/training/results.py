@@ -9,14 +9,14 @@ import torch
 
 from fastgradmix import __version__
 from fastgradmix.data.openset import OpenSetData
-from fastgradmix.runs.config import Config
+from fastgradmix.runs.config import Config, resolved_score
 
 
 def results_record(cfg: Config, data: OpenSetData, scores: dict, train_wall_s: float, images_seen: int,
                    device: torch.device) -> dict:
     return {
         "protocol": cfg.protocol, "split": cfg.split, "method": cfg.method, "aug": cfg.aug,
-        "epochs": cfg.epochs, "seed": cfg.seed, **scores,
+        "score": resolved_score(cfg.method, cfg.score), "epochs": cfg.epochs, "seed": cfg.seed, **scores,
         "n_train": data.train_images.shape[0], "n_known_test": data.n_known_test,
         "n_unknown_test": data.n_unknown_test,
         "known_classes": data.known_classes, "unknown_classes": data.unknown_classes,

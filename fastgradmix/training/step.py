@@ -91,6 +91,7 @@ class TrainStep:
         # fp16 steps the scaler skipped because of inf/NaN gradients, since the last read (device scalar)
         self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
         self._scale_before_step = None  # (1,) fp32 buffer, made on the first scaled step
+        self.last_mixed_view = None  # --tensorboard: the last step's mixed view, for the epoch's picture
 
     @property
     def cam_modules(self) -> list[nn.Module]:
@@ -158,15 +159,17 @@ class TrainStep:
             if not self.mixing.makes_view:
                 self.scaler.scale(clean_loss).backward()
                 return self._finish(terms)
-            if self.mixing.uses_cam:  # 2. G = dL_con/dA at the CAM layers
+            if self.mixing.uses_cam:  # 2. G = dL_con/dA (or --cam-loss self-supervised's) at the CAM layers
                 with self.timer.section("cam_grad"):
-                    self.mixing.cam_gradient(clean_loss, self.scaler)
+                    self.mixing.cam_gradient(self.objective.cam_loss(terms, self.cfg.cam_loss), self.scaler)
         # 3-8. the mixed view of v1: images (N, C, H, W), weights w (N,)
         with self.timer.section("augment"):
             mixed = self.mixing.make(view1, generator)
+        if self.cfg.tensorboard:
+            self.last_mixed_view = mixed
         # 9. the mixed view's loss, weighted per image by w_i
-        with self.autocast():
-            z_mix = self._encode(mixed.images)  # (N, D)
+        with self.autocast():  # (N, D); --mix-anchors clean: [f(m); f(v2)] (2N, D) from one forward
+            z_mix = self._encode(self.objective.mixed_views(mixed.images, view2))
         detached = self.mixing.backpropagates_clean_loss  # --cam-grad detached: L_con's gradient is in .grad
         per_sample = self.objective.mix_per_sample(z_mix, detach_clean=detached)  # (N,)
         mix = (mixed.weights * per_sample).mean()

@@ -9,7 +9,6 @@ and their mean +- sample standard deviation (ddof = 1; 0 for a single split).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from fastgradmix.distributed.collectives import is_main_process
 from fastgradmix.distributed.launch import main_print
 from fastgradmix.runs.config import Config, merge, validate
 from fastgradmix.runs.folder import read_saved_config
+from fastgradmix.runs.results_schema import read_results_file
+from fastgradmix.training.run_files import locked_folder
 
 METRICS = (("auroc", "AUROC"), ("closed_acc", "closed-set accuracy"))
 
@@ -46,10 +47,11 @@ def _split_config(cfg: Config, explicit: dict, split: int, split_dir: Path) -> C
 
 
 def _read_results(path: Path) -> dict:
+    """A finished split's results.json, checked (runs/results_schema.py): its numbers enter the sweep's table."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"--split all: cannot read {path} ({err}); delete it to rerun that split") from None
+        return read_results_file(path)
+    except UserError as err:
+        raise UserError(f"--split all: {err}; delete it to rerun that split") from None
 
 
 def summarise(cfg: Config, per_split: list[dict]) -> dict:
@@ -83,9 +85,15 @@ def to_markdown(summary: dict) -> str:
 
 
 def run_all_splits(cfg: Config, explicit: dict, train: Callable[[Config], dict]) -> dict:
-    """Runs (or skips, or resumes) every split with ``train``, then writes summary.md and summary.json."""
-    n_splits = protocol_splits(cfg.protocol)
+    """Runs (or skips, or resumes) every split with ``train``, then writes summary.md and summary.json.
+    The sweep's folder is locked throughout (each split's run locks its own split<k>/ as well)."""
     base = Path(cfg.run_dir_name())
+    with locked_folder(base, "fastgradmix.train --split all"):
+        return _run_all_splits_locked(cfg, explicit, train, base)
+
+
+def _run_all_splits_locked(cfg: Config, explicit: dict, train: Callable[[Config], dict], base: Path) -> dict:
+    n_splits = protocol_splits(cfg.protocol)
     per_split = []
     for split in range(n_splits):
         split_dir = base / f"split{split}"

@@ -11,7 +11,8 @@ Three implementations, chosen with ``--loader``:
 - ``torch`` (torch_workers.py): torchvision transforms per sample in DataLoader workers;
 - ``device`` (device_resident.py): the uint8 dataset lives on the device, views made in batched tensor ops (augment.py).
 
-``auto`` picks dali when it is installed, else device on a GPU, else torch. All are deterministic in
+``auto`` picks dali when it is installed (not for ``--views rotate``, which DALI's graph lacks), else device
+on a GPU, else torch. All are deterministic in
 (seed, epoch, rank) -- a resumed run replays the epoch it restarts, with no RNG state to save -- and
 shard by (rank, world_size) with the one rule of sharding.py: disjoint shards, every sample at most once
 per epoch, the last partial batch dropped. Pass rank/world_size from torch.distributed (distributed/collectives.py).
@@ -75,27 +76,19 @@ class InputPipeline:
 
 def resolve_kind(kind: str, device: torch.device) -> str:
     """--loader auto -> dali if installed, else device on a GPU, else torch; an explicit choice is checked.
-    DALI and torchvision are imported only when they may be used (DALI's import takes a second or two)."""
+    DALI is imported only when it may be used (its import takes a second or two)."""
     if kind not in LOADER_KINDS:
         raise UserError(f"unknown --loader {kind!r}: choose one of {', '.join(LOADER_KINDS)}")
     if kind == "dali":
         from fastgradmix.data.loaders.dali import require_dali
 
         require_dali()
-    elif kind == "torch":
-        from fastgradmix.data.loaders.torch_workers import require_torchvision
-
-        require_torchvision()
     elif kind == "auto":
         from fastgradmix.data.loaders.dali import dali_available
 
         if dali_available():
             return "dali"
-        if device.type == "cuda":
-            return "device"
-        from fastgradmix.data.loaders.torch_workers import torchvision_available
-
-        return "torch" if torchvision_available() else "device"
+        return "device" if device.type == "cuda" else "torch"
     return kind
 
 
@@ -107,7 +100,11 @@ def build_input_pipeline(kind: str, data: OpenSetData, spec: AugmentSpec, batch_
     ``workers``: DALI threads or DataLoader processes. ``amp_dtype``/``channels_last``: the form DALI's GPU
     mode gives its views (the other loaders give float32; the training step converts).
     """
-    kind = resolve_kind(kind, device)
+    asked, kind = kind, resolve_kind(kind, device)
+    if kind == "dali" and not spec.crop:  # the DALI graph has no rotation view (yet)
+        if asked == "dali":
+            raise UserError("--loader dali makes cropped views only; --views rotate needs --loader torch or device")
+        kind = "device" if device.type == "cuda" else "torch"
     require_steps(data.train_images.shape[0], batch_size, world_size)
     if kind == "dali":
         from fastgradmix.data.loaders.dali import DaliEvalPixels, DaliLoader

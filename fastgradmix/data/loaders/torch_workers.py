@@ -3,7 +3,8 @@
 The views are the recipe of DESIGN.md section 2 in torchvision's own transforms: RandomResizedCrop
 (scale 0.2-1), RandomHorizontalFlip, RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8),
 RandomGrayscale(0.2), then conversion to float and Normalize; MNIST-like data (flip=False,
-color=False) get the crop only, and colour ops need three channels.
+color=False) get the crop only, and colour ops need three channels; ``--views rotate`` is RandomRotation
+(bilinear) and a resize, no crop.
 
 Reproducible: sample i of epoch e on rank r is augmented with torch's CPU generator seeded from
 mix_seed(seed, e, r, i), so the batches are the same for any number of workers and whatever order the
@@ -18,29 +19,20 @@ from contextlib import contextmanager
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torchvision.transforms import v2
 
-from fastgradmix.common.errors import UserError
 from fastgradmix.data.augment import AugmentSpec
 from fastgradmix.data.loaders.sharding import check_rank, epoch_batches, mix_seed, steps_per_epoch
-
-try:
-    from torchvision.transforms import v2
-except ImportError:  # torchvision is a dependency, but a bare GPU machine may lack it
-    v2 = None
-
-
-def torchvision_available() -> bool:
-    return v2 is not None
-
-
-def require_torchvision() -> None:
-    if v2 is None:
-        raise UserError("--loader torch needs torchvision (pip install torchvision), or choose --loader dali or device")
 
 
 def view_transform(spec: AugmentSpec, channels: int):
     """One SimCLR view of a uint8 (C, H, W) image -> normalised float32 (C, size, size)."""
-    steps = [v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True)]
+    if spec.crop:
+        steps = [v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True)]
+    else:  # --views rotate: the whole image, rotated (bilinear, corners 0), then resized
+        steps = [v2.RandomRotation(spec.rotate_degrees, interpolation=v2.InterpolationMode.BILINEAR)] \
+            if spec.rotate_degrees > 0 else []
+        steps.append(v2.Resize((spec.size, spec.size), antialias=True))
     if spec.flip:
         steps.append(v2.RandomHorizontalFlip())
     if spec.color and channels == 3:
@@ -107,7 +99,6 @@ class TorchLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: AugmentSpec, batch_size: int, seed: int,
                  device: torch.device, *, workers: int = 2, rank: int = 0, world_size: int = 1):
-        require_torchvision()
         check_rank(rank, world_size)
         self.n, self.batch_size, self.seed = images.shape[0], batch_size, seed
         self.rank, self.world_size, self.workers = rank, world_size, workers
@@ -142,7 +133,6 @@ class TorchEvalPixels:
     in torch by loaders.normalise_pixels like every loader's."""
 
     def __init__(self, spec: AugmentSpec, device: torch.device, *, workers: int = 2):
-        require_torchvision()
         self.spec, self.workers, self.pin = spec, workers, device.type == "cuda"
 
     def pixels(self, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

@@ -59,8 +59,11 @@ def _key(files: list[Path], size: int | None) -> str:
     """Hash of the decode settings and every file's path, size and modification time."""
     entries = []
     for path in files:
-        stat = path.stat()
-        entries.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+        try:
+            stat = path.stat()
+            entries.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+        except OSError:  # unresolvable (a symlink loop): decoding reports it as an unreadable image
+            entries.append((os.path.abspath(path), -1, -1))
     blob = json.dumps([_FORMAT, size, entries]).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 

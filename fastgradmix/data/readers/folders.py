@@ -24,11 +24,23 @@ def class_folders(split_dir: Path) -> list[str]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (subfolders are not searched)."""
+    """Image files directly inside ``folder``, sorted by name (subfolders are not searched).
+
+    An image-named entry that cannot be resolved (a symlink loop, no permission to stat it) is kept, so
+    decoding reports it as an unreadable image (one line, or left out under --skip-bad-images); folders,
+    fifos and dangling links are not image files.
+    """
     with os.scandir(folder) as entries:  # d_type from the listing: no stat per file
         names = sorted(entry.name for entry in entries
-                       if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file())
+                       if entry.name.lower().endswith(IMAGE_EXTENSIONS) and _is_file_or_unresolvable(entry))
     return [folder / name for name in names]
+
+
+def _is_file_or_unresolvable(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # ELOOP, EACCES, ...: FileNotFoundError (a dangling link) is already False
+        return True
 
 
 def read_class_folders(split_dir: Path, class_names: list[str], classes: list[int] | None,

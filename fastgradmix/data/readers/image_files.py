@@ -1,8 +1,9 @@
 """Decoding image files (JPEG, PNG, ...) into one uint8 array, with a thread pool and a progress bar.
 
 PIL releases the GIL while it decodes, so a few threads decode in parallel. Files are read as RGB
-(Tiny ImageNet holds some grayscale JPEGs). A file that cannot be decoded ends the run with an error
-naming it, or, with ``skip_bad``, is left out and reported back to the caller.
+(Tiny ImageNet holds some grayscale JPEGs). A file that cannot be decoded, or whose header claims more
+pixels than the limit (pixel_limit.py), ends the run with an error naming it, or, with ``skip_bad``, is
+left out and reported back to the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fastgradmix.common.errors import UserError
+from fastgradmix.data.readers.pixel_limit import check_pixels, too_large
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _CHUNK = 256  # files per thread-pool task: big enough to amortise scheduling, small for a live bar
@@ -33,6 +35,7 @@ def _read_rgb(path: Path, size: int | None) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
+        check_pixels(image)  # from the header, before anything is decoded
         image = image.convert("RGB")
         if size is not None and image.size != (size, size):
             width, height = image.size
@@ -47,6 +50,8 @@ def _read_rgb(path: Path, size: int | None) -> np.ndarray:
 def decode_files(files: list[Path], size: int | None = None, skip_bad: bool = False, progress: bool = True,
                  desc: str = "decode images") -> Decoded:
     """Decodes ``files`` into (N, 3, H, W) uint8. Without ``size`` all images must share one size."""
+    from PIL import Image
+
     pixels: list[np.ndarray | None] = [None] * len(files)
     failures: dict[int, str] = {}
 
@@ -54,6 +59,8 @@ def decode_files(files: list[Path], size: int | None = None, skip_bad: bool = Fa
         for index in range(start, min(start + _CHUNK, len(files))):
             try:
                 pixels[index] = _read_rgb(files[index], size)
+            except Image.DecompressionBombError as err:  # PIL's own refusal, above twice the limit
+                failures[index] = f"ImageTooLarge: {too_large(err)}"
             except Exception as err:  # PIL raises OSError, SyntaxError, EOFError, ... for broken files
                 failures[index] = f"{type(err).__name__}: {err}"
         return min(_CHUNK, len(files) - start)

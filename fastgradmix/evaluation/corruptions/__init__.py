@@ -8,7 +8,10 @@ corruption, the severity, the table and the seed (and the device: CPU and CUDA r
 
 Written for this project from the benchmark's description and generation scripts, batched in PyTorch
 (no loop over images except JPEG's codec). Deliberate differences from the scripts:
-- frost uses a synthesised texture instead of the six frost photographs (see ``weather.py``);
+- frost blends the benchmark's frost photographs when the ``imagecorruptions`` package that ships them is
+  installed, else a synthesised texture (see ``weather.py``);
+- glass blur reproduces the released data sets by default: their scripts' in-place "swap" copies one
+  pixel onto the other (numpy issue 14428); ``glass_swap="true"`` swaps (see ``blur.shuffle_locally``);
 - motion blur rebuilds ImageMagick's line kernel instead of calling ImageMagick (``filters.py``);
 - results are rounded to uint8 (the scripts truncate with np.uint8, which darkens by half a level);
 - single-channel images are supported (grey = the image itself where the scripts convert RGB);
@@ -25,9 +28,10 @@ from collections.abc import Callable
 import torch
 
 from fastgradmix.evaluation.corruptions import blur, digital, noise, weather
+from fastgradmix.evaluation.corruptions.blur import GLASS_SWAPS
 from fastgradmix.evaluation.corruptions.tables import CORRUPTIONS, TABLES, table_for_side
 
-__all__ = ["CORRUPTIONS", "TABLES", "corrupt", "parameters", "table_for_side"]
+__all__ = ["CORRUPTIONS", "GLASS_SWAPS", "TABLES", "corrupt", "parameters", "table_for_side"]
 
 _FUNCTIONS: dict[str, Callable] = {
     "gaussian_noise": noise.gaussian_noise,
@@ -59,8 +63,12 @@ def parameters(name: str, severity: int, table: str):
     return TABLES[table][name][severity - 1]
 
 
-def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, table: str | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W), C in {1, 3} -> the corrupted uint8 batch of the same shape, on the same device."""
+def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, table: str | None = None,
+            glass_swap: str = "released") -> torch.Tensor:
+    """uint8 (N, C, H, W), C in {1, 3} -> the corrupted uint8 batch of the same shape, on the same device.
+
+    ``glass_swap``: glass blur's pixel "swap" as in the released data sets (a copy, the default) or a true
+    swap (blur.shuffle_locally)."""
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected uint8 images (N, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}")
     table = table or table_for_side(max(images.shape[-2:]))
@@ -69,5 +77,6 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, table
         return images.clone()
     generator = torch.Generator(device=images.device)
     generator.manual_seed(seed)
-    corrupted = _FUNCTIONS[name](images.float() / 255, param, generator)
+    extra = {"swap": glass_swap} if name == "glass_blur" else {}
+    corrupted = _FUNCTIONS[name](images.float() / 255, param, generator, **extra)
     return (corrupted.clamp(0, 1) * 255).round().to(torch.uint8)

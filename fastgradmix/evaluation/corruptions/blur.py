@@ -40,7 +40,10 @@ def defocus_blur(images: torch.Tensor, p: DefocusBlur, generator: torch.Generato
     return correlate(images, disk_kernel(p.radius, p.alias_blur), "mirror")
 
 
-def shuffle_locally(images: torch.Tensor, max_delta: int, shifts: torch.Tensor) -> torch.Tensor:
+GLASS_SWAPS = ("released", "true")
+
+
+def shuffle_locally(images: torch.Tensor, max_delta: int, shifts: torch.Tensor, swap: str = "released") -> torch.Tensor:
     """The glass-blur shuffle: sequential swaps of each visited pixel with a nearby one, (N, C, H, W).
 
     Positions (h, w) are visited from the bottom-right to the top-left, h from H - d down to d + 1 and
@@ -48,7 +51,14 @@ def shuffle_locally(images: torch.Tensor, max_delta: int, shifts: torch.Tensor) 
     ``shifts`` (iterations, positions, 2, N) holds (dy, dx) per visit and image, each in [-d, d - 1].
     Swaps are sequential, so a pixel can travel; the loop runs over positions, each step swapping that
     position in every image of the batch at once.
+
+    ``swap="released"`` is what the benchmark's scripts did when they made the released CIFAR-10-C and
+    Tiny-ImageNet-C: their ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on an (H, W, C) NumPy array swaps
+    views, not values (numpy issue 14428), so pixel (h', w') is copied onto (h, w) and itself stays as it
+    was. ``"true"`` exchanges the two pixels, as the scripts meant to.
     """
+    if swap not in GLASS_SWAPS:
+        raise ValueError(f"swap must be one of {GLASS_SWAPS}, got {swap!r}")
     n, c, h, w = images.shape
     d = max_delta
     positions = [(row, col) for row in range(h - d, d, -1) for col in range(w - d, d, -1)]
@@ -62,7 +72,8 @@ def shuffle_locally(images: torch.Tensor, max_delta: int, shifts: torch.Tensor) 
             there = (row + dy) * w + (col + dx)  # (N,)
             pixel = flat[:, :, here].clone()  # (N, C)
             flat[:, :, here] = flat[batch, :, there]
-            flat[batch, :, there] = pixel
+            if swap == "true":
+                flat[batch, :, there] = pixel
     return flat.view(n, c, h, w)
 
 
@@ -71,18 +82,19 @@ def glass_shift_count(height: int, width: int, max_delta: int) -> int:
     return max(0, height - 2 * max_delta) * max(0, width - 2 * max_delta)
 
 
-def glass_blur(images: torch.Tensor, p: GlassBlur, generator: torch.Generator) -> torch.Tensor:
+def glass_blur(images: torch.Tensor, p: GlassBlur, generator: torch.Generator, swap: str = "released") -> torch.Tensor:
     """Blur, shuffle pixels locally, blur again: frosted glass.
 
     As the benchmark: Gaussian blur (scipy-style, edge mode nearest), quantise to uint8, then
     ``p.iterations`` passes of ``shuffle_locally`` with uniform offsets in [-d, d - 1], blur again.
+    ``swap``: "released" (the released data sets' copy, default) or "true" (see ``shuffle_locally``).
     """
     n, _, h, w = images.shape
     blurred = quantise(gaussian_filter(images, p.sigma, "nearest"))
     visits = glass_shift_count(h, w, p.max_delta)
     shifts = torch.randint(-p.max_delta, p.max_delta, (p.iterations, visits, 2, n), generator=generator,
                            device=images.device)
-    return gaussian_filter(shuffle_locally(blurred, p.max_delta, shifts), p.sigma, "nearest")
+    return gaussian_filter(shuffle_locally(blurred, p.max_delta, shifts, swap), p.sigma, "nearest")
 
 
 def motion_blur(images: torch.Tensor, p: MotionBlur, generator: torch.Generator) -> torch.Tensor:

@@ -1,19 +1,28 @@
 """Weather corruptions: snow, frost and fog.
 
-Frost deviates from the benchmark on purpose. The original blends crops of six frost photographs
-(frost1.png ... frost6.jpg, shipped with the benchmark's code, not redistributable here and not
-downloadable offline). We synthesise a deterministic frost texture instead (``frost_textures``): a
-plasma-fractal haze, crystal needles (sparse seeds motion-blurred along random directions) and fine
-grain, tinted pale blue-white. It keeps the benchmark's blend weights and random crops, but its
-statistics are not those of the photographs, so frost accuracies are not comparable with published
-CIFAR-10-C / Tiny-ImageNet-C frost numbers; load the released CIFAR-10-C files for those.
+Frost blends random crops of frost photographs. The benchmark's are six photographs (frost1.png ...
+frost6.jpg; it draws one of the first five) shipped with its code and with the PyPI package
+``imagecorruptions`` (``pip install imagecorruptions``, the ``frost`` extra of this project; not
+redistributed here). When that package is installed they are used as the benchmark's scripts use them:
+scaled by 0.2 (CIFAR-10-C, images up to 48 px) or 0.3 (Tiny-ImageNet-C), bilinearly like OpenCV's
+INTER_LINEAR (half-pixel centres, no antialiasing), and cropped at a uniform position. Without it a
+deterministic synthetic texture stands in (``frost_textures``): a plasma-fractal haze, crystal needles
+(sparse seeds motion-blurred along random directions) and fine grain, tinted pale blue-white, with the
+benchmark's blend weights and random crops but not the photographs' statistics, so frost accuracies are
+then not comparable with published CIFAR-10-C / Tiny-ImageNet-C frost numbers. ``frost_source()`` says
+which is in use (the corruption report records it).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from fastgradmix.evaluation.corruptions.filters import (
     clipped_zoom,
@@ -87,10 +96,72 @@ def frost_textures(side: int) -> torch.Tensor:
     return intensity * torch.tensor(FROST_TINT).view(1, 3, 1, 1) * 255
 
 
+FROST_PHOTOGRAPHS = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")  # the five drawn from
+
+
+def frost_photograph_folder() -> Path | None:
+    """The folder of the benchmark's frost photographs as the ``imagecorruptions`` package ships them, or None.
+
+    Found without importing the package: its corruption code needs OpenCV and scikit-image (and an older
+    SciPy) that this project does not, and only its image files are used."""
+    spec = importlib.util.find_spec("imagecorruptions")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / "frost"
+        if all((folder / name).is_file() for name in FROST_PHOTOGRAPHS):
+            return folder
+    return None
+
+
+def frost_source() -> str:
+    """Which frost images the frost corruption blends (recorded in the corruption results)."""
+    if frost_photograph_folder() is not None:
+        return "the benchmark's frost photographs (imagecorruptions package)"
+    return "a synthetic frost texture (imagecorruptions not installed: not comparable with published frost numbers)"
+
+
+@functools.lru_cache(maxsize=4)
+def frost_photographs(side: int, folder=None) -> list[torch.Tensor]:
+    """The five photographs, each (3, h, w) float in 0..255, scaled as the benchmark's scripts for images of
+    ``side`` px: by 0.2 up to 48 px (CIFAR-10-C), else 0.3 (Tiny-ImageNet-C); sizes rounded as OpenCV's."""
+    folder = folder or frost_photograph_folder()
+    scale = 0.2 if side <= 48 else 0.3
+    scaled = []
+    for name in FROST_PHOTOGRAPHS:
+        with Image.open(folder / name) as image:
+            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())  # (H, W, 3)
+        height, width = pixels.shape[:2]
+        size = (round(height * scale), round(width * scale))
+        scaled.append(F.interpolate(pixels.permute(2, 0, 1)[None], size=size, mode="bilinear",
+                                    align_corners=False, antialias=False)[0])
+    return scaled
+
+
+def _photograph_crops(n: int, h: int, w: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A crop (N, 3, h, w) of a drawn photograph per image, at a uniform top-left in [0, H - h) x [0, W - w)."""
+    photographs = frost_photographs(max(h, w))
+    which = torch.randint(0, len(photographs), (n,), generator=generator, device=device)
+    crops = torch.empty(n, 3, h, w, device=device)
+    for index, photograph in enumerate(photographs):  # a loop over the five photographs, not the images
+        photograph = photograph.to(device)
+        rows = (which == index).nonzero().flatten()
+        top = torch.randint(0, photograph.shape[1] - h, (n,), generator=generator, device=device)[rows]
+        left = torch.randint(0, photograph.shape[2] - w, (n,), generator=generator, device=device)[rows]
+        ys = top[:, None] + torch.arange(h, device=device)  # (n_i, h)
+        xs = left[:, None] + torch.arange(w, device=device)  # (n_i, w)
+        crops[rows] = photograph.permute(1, 2, 0)[ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
+    return crops
+
+
 def frost(images: torch.Tensor, p: Frost, generator: torch.Generator) -> torch.Tensor:
-    """image_weight * image + frost_weight * a random crop of a frost texture, in 0..255 units."""
+    """image_weight * image + frost_weight * a random crop of a frost photograph (or texture), 0..255 units."""
     n, c, h, w = images.shape
     device = images.device
+    if frost_photograph_folder() is not None:
+        crops = _photograph_crops(n, h, w, generator, device)  # (N, 3, h, w)
+        crops = _grey(crops) if c == 1 else crops
+        return (p.image_weight * images * 255 + p.frost_weight * crops) / 255
     textures = frost_textures(max(h, w)).to(device)  # (T, 3, S, S)
     if c == 1:
         textures = _grey(textures)

@@ -1,8 +1,9 @@
 """``--aug gradmix`` and ``--aug gradcam-mix``: the mixed view placed where the CAM of L_con is highest.
 
-The step's side of GradMix (DESIGN.md section 2, steps 2-8): this strategy owns the ``CamCapture`` on the
-CAM layers (armed for the clean forward only), takes the CAM gradient G = dL_con/dA after the clean loss,
-and hands the first view's activations and gradients to ``fastgradmix.gradmix.augment.gradmix_view``,
+The step's side of GradMix (DESIGN.md section 2, steps 2-8), built on the drop-in API
+(``fastgradmix.GradMix``, gradmix/mixer.py) that users call in their own loops: the mixer's capture is armed
+for the clean forward only, the CAM gradient G = dL_con/dA is taken after the clean loss, and
+``GradMix.mix`` hands the first view's activations and gradients to ``gradmix.augment.gradmix_view``,
 which does the rest (CAM map, boxes, window search, partner, paste, weights). ``gradmix`` weighs the CAM by
 LayerCAM, ``gradcam-mix`` (the vanilla ablation) by GradCAM.
 
@@ -20,12 +21,13 @@ Two ways to get G (``--cam-grad``):
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import torch
 from torch import nn
 
-from fastgradmix.gradmix.augment import MixedView, gradmix_view
-from fastgradmix.gradmix.capture import CamCapture
-from fastgradmix.gradmix.ops import resolve_ops
+from fastgradmix.gradmix.augment import GradMixRecipe, MixedView
+from fastgradmix.gradmix.mixer import GradMix
 from fastgradmix.training.mixed_views.base import MixedViewStrategy
 
 __all__ = ["CAM_VARIANTS", "CamGuidedMix"]
@@ -34,46 +36,50 @@ CAM_VARIANTS = {"gradmix": "layercam", "gradcam-mix": "gradcam"}  # --aug name -
 
 
 class CamGuidedMix(MixedViewStrategy):
-    """GradMix's mixed view. ``module`` is the bare model (not a DDP wrapper): the CAM hooks go on its layers."""
+    """GradMix's mixed view, through the drop-in API (``fastgradmix.GradMix``) that users call in their own
+    loops. ``module`` is the bare model (not a DDP wrapper): the CAM hooks go on its layers."""
 
     makes_view = True
     uses_cam = True
 
     def __init__(self, aug: str, cfg, module: nn.Module, device: torch.device):
         super().__init__(aug, cfg, module, device)
-        self.variant = CAM_VARIANTS[aug]
-        self.module = module
         self.exact = cfg.cam_grad == "exact"
         self.backpropagates_clean_loss = not self.exact
-        self.gamma_range = (cfg.gamma_min, cfg.gamma_max)
-        self.capture = CamCapture(module, cfg.cam_layer_list(), keep_grads=not self.exact)
-        self.ops = resolve_ops(cfg.gradmix_backend, device)
-        self._gradients: list[torch.Tensor] | None = None  # G of this step, per layer (B, C_l, h_l, w_l)
+        self.recipe = GradMixRecipe.from_config(cfg)  # the paper's form, or published variants (FIDELITY.md)
+        # the step passes its own generator (GRADMIX_STREAM of the run's seed) to every mix: no seed here
+        self.mixer = GradMix(module, cfg.cam_layer_list(), gamma=(cfg.gamma_min, cfg.gamma_max),
+                             cam=CAM_VARIANTS[aug], cam_grad=cfg.cam_grad, backend=cfg.gradmix_backend, seed=0,
+                             recipe=self.recipe)
+        self._capturing: AbstractContextManager | None = None
+        self._cam_loss: torch.Tensor | None = None  # exact mode: the (scaled) loss whose CAM places the boxes
 
     @property
     def cam_modules(self) -> list[nn.Module]:
-        return [self.module.cam_module(name) for name in self.capture.layer_names]
+        return self.mixer.modules
 
     def arm(self) -> None:
-        self.capture.arm()
+        self._capturing = self.mixer.capture()
+        self._capturing.__enter__()
 
     def disarm(self) -> None:
-        self.capture.disarm()
+        if self._capturing is not None:
+            self._capturing.__exit__(None, None, None)
+            self._capturing = None
 
     def cam_gradient(self, clean_loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
-        """G = dL_con/dA at the CAM layers, kept for ``make``. Under DDP, G is the world size times the
-        single-process gradient; the CAM is normalised per image, so that factor drops out."""
-        activations = self.capture.activations
-        if self.exact:
-            self._gradients = torch.autograd.grad(scaler.scale(clean_loss), activations, retain_graph=True)
+        """Prepares G = dL/dA at the CAM layers for ``make``; L is L_con, or under ``--cam-loss
+        self-supervised`` the self-supervised term the step passes instead (exact mode only). Under DDP, G is
+        the world size times the single-process gradient; the CAM is normalised, per image or per batch, so
+        it drops out. Under fp16 the scaled loss: the CAM's normalisation removes the scale too."""
+        if self.exact:  # mix takes autograd.grad of it down to the CAM layers only
+            self._cam_loss = scaler.scale(clean_loss)
         else:  # accumulates L_con's parameter gradients (locally: the step runs this under no_sync)
             scaler.scale(clean_loss).backward()
-            self._gradients = self.capture.gradients
+            self._cam_loss = None
 
     def make(self, view1: torch.Tensor, generator: torch.Generator) -> MixedView:
-        """Steps 3-8 from the first view's half of the captured tensors (the clean forward may hold 2N)."""
-        n = view1.shape[0]
-        cam_acts = [a[:n].detach() for a in self.capture.activations]  # each (N, C_l, h_l, w_l)
-        cam_grads = [g[:n].detach() for g in self._gradients]
-        self._gradients = None
-        return gradmix_view(view1, cam_acts, cam_grads, self.variant, self.gamma_range, generator, self.ops)
+        """Steps 3-8 from the captured tensors (``GradMix.mix``): the first view's rows of the clean forward
+        (which may hold 2N), or all rows for ``--cam-norm batch``."""
+        loss, self._cam_loss = self._cam_loss, None
+        return self.mixer.mix(view1, loss, generator)

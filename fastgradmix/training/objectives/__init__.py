@@ -2,7 +2,8 @@
 
 - base.py: the interface the training step uses;
 - contrastive.py: ``supcon+simclr``, ``supcon``, ``simclr`` (their maths in losses.py);
-- moco.py: ``moco``, MoCo v2 (its key encoder and queue, InfoNCE, and when in the step they move).
+- moco.py: ``moco``, MoCo v2 (its key encoder and queue, InfoNCE, and when in the step they move);
+- cross_entropy.py: ``ce``, the cross-entropy baseline (a classifier's logits on one view, no mixed view).
 
 ``build_objective(cfg, module)`` returns the objective for ``cfg.method``.
 """
@@ -13,6 +14,7 @@ from torch import nn
 
 from fastgradmix.training.objectives.base import Objective
 from fastgradmix.training.objectives.contrastive import SimCLR, SupCon, SupConSimCLR
+from fastgradmix.training.objectives.cross_entropy import CrossEntropy
 from fastgradmix.training.objectives.moco import MoCoObjective
 
 __all__ = ["OBJECTIVES", "Objective", "build_objective"]
@@ -23,6 +25,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "supcon": SupCon,
     "simclr": SimCLR,
     "moco": MoCoObjective,
+    "ce": CrossEntropy,
 }
 
 

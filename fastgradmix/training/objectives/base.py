@@ -7,6 +7,8 @@ One step, in the order the step calls it (DESIGN.md section 2):
 - ``clean_views(view1, view2)``: the images of the clean forward;
 - ``clean_terms(features, labels)``: L_con under "loss", its parts, and a zero "mix"; the objective keeps
   what l_mix needs from the clean pass (the clean features, MoCo's keys);
+- ``cam_loss(terms, kind)``: the loss the CAM gradient comes from (``--cam-loss``);
+- ``mixed_views(mixed, view2)``: the images of the mixed forward (m, or [m; v2] for ``--mix-anchors clean``);
 - ``mix_per_sample(z_mix, detach_clean)``: l_mix(i) (N,) of the mixed view's features;
 - ``after_step()``: after the optimizer step (MoCo: enqueue the keys); drops the step's tensors.
 
@@ -46,6 +48,15 @@ class Objective:
 
     def mix_per_sample(self, z_mix: torch.Tensor, detach_clean: bool) -> torch.Tensor:
         raise NotImplementedError
+
+    def cam_loss(self, terms: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+        """The loss whose gradient at the CAM layers places GradMix's box (``--cam-loss``): L_con
+        (``objective``), or the self-supervised term (``self-supervised``; here L_con is just that)."""
+        return terms["loss"]
+
+    def mixed_views(self, mixed: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        """The images of the mixed forward: the mixed view m (N, C, H, W)."""
+        return mixed
 
     def after_step(self) -> None:
         """Called once the optimizer has stepped."""

@@ -16,6 +16,7 @@ import torch
 from fastgradmix.distributed import collectives as dist
 
 __all__ = [
+    "clean_anchor_mix_loss_per_sample",
     "contrastive_loss",
     "contrastive_loss_per_anchor",
     "gradmix_objective",
@@ -173,6 +174,39 @@ def mix_loss_per_sample(
     return loss
 
 
+def clean_anchor_mix_loss_per_sample(
+    z_mix: torch.Tensor,
+    z_second: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float | torch.Tensor = 0.05,
+) -> torch.Tensor:
+    """The published code's l_mix (``--mix-anchors clean``), per image (N,).
+
+    ``z_mix``, ``z_second`` (N, D): the features of one forward of [m; v2] (the mixed view and, again, the
+    second view); z1, z2 (N, D) the clean features. The published call ``SupConLoss()(features,
+    features_positive=mixed_features)`` has 2N anchors, the clean z1_i and z2_i; anchor z1_i's positive is
+    z_second_i, anchor z2_i's is z_mix_i; each denominator runs over the clean features except the anchor
+    itself (the other clean view of the image included, the positive not). l(i) is the mean of image i's two
+    anchors, so the mean over images is the published mean over the 2N anchors. (The published value also
+    carries a detached per-anchor offset, max of the denominator logits minus max of the positive logits,
+    from shifting the two logit matrices by different maxima; it changes no gradient and is left out.)
+    Under torch.distributed the denominators run over the global batch.
+    """
+    num_images = z1.shape[0]
+    compute_dtype = torch.promote_types(z1.dtype, torch.float32)
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        anchors = torch.cat([z1, z2]).to(compute_dtype)  # (2N, D)
+        positives = torch.cat([z_second, z_mix]).to(compute_dtype)  # (2N, D)
+        bank = dist.gather_with_grad(anchors)  # (W*2N, D), rank order
+        own = dist.rank() * 2 * num_images + torch.arange(2 * num_images, device=z1.device)  # (2N,)
+        columns = torch.arange(bank.shape[0], device=z1.device)
+        not_self = columns.unsqueeze(0) != own.unsqueeze(1)  # (2N, W*2N)
+        log_denominator, _ = _masked_logsumexp(anchors @ bank.T / temperature, not_self)  # (2N,)
+        per_anchor = log_denominator - (anchors * positives).sum(dim=1) / temperature  # (2N,)
+    return 0.5 * (per_anchor[:num_images] + per_anchor[num_images:])
+
+
 def gradmix_objective(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -183,19 +217,24 @@ def gradmix_objective(
     lam: float = 1.2,
     temperature: float | torch.Tensor = 0.05,
     negatives_only: bool = False,
+    loss_scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """L = theta * L_supcon + lam * (L_simclr + mean_i(w_i * l_mix(i))), and its parts.
 
     z1, z2, z_mix are (N, D) L2-normalised features; labels (N,); mix_weights (N,) are the w_i
     (box area fractions; all ones when None). Without z_mix the mix term is a zero tensor. Returns
     scalar fp32 tensors (float64 for float64 features) under "loss", "supcon", "simclr" and "mix".
+
+    ``negatives_only`` is the paper's pair of equations (``--denominator negatives``): SupCon's denominator
+    holds the negatives only (eq. 2), SimCLR's keeps the positive (eq. 1), and so does l_mix, which has
+    SimCLR's form. ``loss_scale`` multiplies the three terms (the published tau / 0.07, ``--loss-scale``).
     """
-    supcon = supcon_loss(z1, z2, labels, temperature, negatives_only)
-    simclr = simclr_loss(z1, z2, temperature, negatives_only)
+    supcon = loss_scale * supcon_loss(z1, z2, labels, temperature, negatives_only)
+    simclr = loss_scale * simclr_loss(z1, z2, temperature)
     if z_mix is None:
         mix = torch.zeros((), dtype=supcon.dtype, device=supcon.device)
     else:
-        per_sample = mix_loss_per_sample(z_mix, z1, z2, temperature, negatives_only)  # (N,)
+        per_sample = loss_scale * mix_loss_per_sample(z_mix, z1, z2, temperature)  # (N,)
         if mix_weights is not None:
             per_sample = per_sample * mix_weights.to(per_sample.dtype)
         mix = per_sample.mean()
