@@ -11,14 +11,14 @@ from fastgradmix.train import main
 from fastgradmix.training import loop
 
 DYING_RANK = int(os.environ["FGM_TEST_DYING_RANK"])
-_real_cosine_lr = loop.cosine_lr
+_real_learning_rate = loop.learning_rate
 
 
-def _cosine_lr_or_die(base_lr: float, step: int, total_steps: int) -> float:
+def _learning_rate_or_die(schedule: str, base_lr: float, step: int, steps_per_epoch: int, epochs: int) -> float:
     if step == 3 and int(os.environ["RANK"]) == DYING_RANK:
         os.kill(os.getpid(), signal.SIGKILL)
-    return _real_cosine_lr(base_lr, step, total_steps)
+    return _real_learning_rate(schedule, base_lr, step, steps_per_epoch, epochs)
 
 
-loop.cosine_lr = _cosine_lr_or_die  # the loop calls it once per step
+loop.learning_rate = _learning_rate_or_die  # the loop calls it once per step
 main(sys.argv[1:])
