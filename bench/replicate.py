@@ -8,7 +8,7 @@ same data, same epochs, same budget, one command.
 
 Rows (``--runs``): ``gradmix`` (--aug gradmix), ``none`` (--aug none), ``ce`` (--method ce, scored by its maximum
 softmax probability, and again by Algorithm 1's top-k similarity on its features: the ``ce (top-k)`` row),
-``gradmix-official`` (--preset official, once the recipes issue has landed). Each run is a separate
+``gradmix-official`` (--preset official: the published code's step, scoring and schedule). Each run is a separate
 ``python -m fastgradmix.train`` process (its wall time is the process's, evaluation included) in
 ``<out>/<row>/``; a finished run is not trained again (delete its folder to redo it). The table (AUROC and
 closed-set accuracy of the known vs unknown test classes, training and total wall time) goes to stdout and to
