@@ -104,8 +104,9 @@ def test_the_config_schema_covers_every_option_of_the_table():
     assert set(schema) == set(defaults)
     check_config(defaults, "config.json")
     for option in dataclasses.fields(Config):
-        wrong = 1.5 if option.type in ("str", "bool", "int") else "text"
-        for value in (wrong, None):
+        wrong = 1.5 if option.type in ("str", "bool", "bool | None", "int") else "text"
+        refused = (wrong,) if option.type.endswith("| None") else (wrong, None)  # None: "follow" (channels_last)
+        for value in refused:
             with pytest.raises(UserError, match=f"config.json: {option.name}: must be"):
                 check_config({**defaults, option.name: value}, "config.json")
         low, high, above = (option.metadata.get(name) for name in ("low", "high", "above"))

@@ -21,9 +21,11 @@ _INT64 = (-(2**63), 2**63 - 1)  # every integer option fits torch's int64, whate
 def option_field(option: dataclasses.Field) -> Field:
     """The schema Field of one Config option (its type, choices, bounds; required, not null)."""
     meta = option.metadata
-    # `from __future__ import annotations` makes types strings; "bool | None" is a switch whose default follows
-    # another option (--channels-last follows --precision): config.json records it resolved, never null
+    # `from __future__ import annotations` makes types strings; "bool | None" is a switch whose default (None)
+    # follows another option (--channels-last follows --precision): training records it resolved, and null
+    # reads back as "follow" (runs/precision.py resolves it the same way)
     kind = {"int": "int", "float": "float", "str": "str", "bool": "bool", "bool | None": "bool"}[option.type]
+    nullable = option.type.endswith("| None")
     low, high = meta.get("low"), meta.get("high")
     if kind == "int":
         low = _INT64[0] if low is None else low
@@ -31,7 +33,7 @@ def option_field(option: dataclasses.Field) -> Field:
     also = ("all",) if meta.get("parse") is split_value else ()
     # not required: a config.json written before an option existed gets the option's default
     return Field(kind, low=low, high=high, choices=meta.get("choices"), also=also, above=meta.get("above"),
-                 required=False)
+                 required=False, nullable=nullable)
 
 
 def config_schema() -> dict[str, Field]:
