@@ -96,7 +96,7 @@ def _epochs(kind: str, size: int):
     epoch_counter = iter(range(10**6))
 
     def one_epoch():
-        for view1, view2, labels in batches(next(epoch_counter)):
+        for view1, view2, labels, _ in batches(next(epoch_counter)):
             view1, view2, labels = (t.to(DEVICE, non_blocking=True) for t in (view1, view2, labels))
         sync()
 

@@ -94,8 +94,10 @@ def read_tags(view1: torch.Tensor, mean, std) -> np.ndarray:
 
 def epoch_tags(loader, epoch, mean, std):
     tags, labels = [], []
-    for view1, _, batch_labels in loader.epoch(epoch):
+    for view1, _, batch_labels, indices in loader.epoch(epoch):
         tags.append(read_tags(view1, mean, std))
+        # the dataset rows the loader reports are the images its views were made from
+        assert np.array_equal(indices.cpu().numpy(), tags[-1]) and indices.dtype == torch.int64
         labels.append(batch_labels.cpu().numpy())
     return np.concatenate(tags), np.concatenate(labels)
 
@@ -130,7 +132,7 @@ def test_views_shapes_dtypes_ranges_and_two_views_differ(kind, tmp_path):
     assert loader.steps_per_epoch == 3
     batches = list(loader.epoch(0))
     assert len(batches) == 3
-    for view1, view2, batch_labels in batches:
+    for view1, view2, batch_labels, _ in batches:
         for view in (view1, view2):
             assert view.shape == (8, 3, 24, 24) and view.dtype == torch.float32
             values = pixels(view, MEAN3, STD3)
@@ -146,7 +148,7 @@ def test_one_channel_digit_like_views(kind, tmp_path):
     images = tagged_images(20, 1, 16)  # "dali-files" decodes their PNGs as one-channel images
     data = make_data(images, np.arange(20) % 3, mean=(0.5,), std=(0.5,), flip=False, color=False,
                      files_dir=png_dir(kind, tmp_path))
-    view1, view2, batch_labels = next(iter(pipeline(kind, data, size=12, batch_size=10).train.epoch(0)))
+    view1, view2, batch_labels, _ = next(iter(pipeline(kind, data, size=12, batch_size=10).train.epoch(0)))
     assert view1.shape == view2.shape == (10, 1, 12, 12)
     tags = read_tags(view1, (0.5,), (0.5,))
     assert np.array_equal(batch_labels.numpy(), tags % 3)
@@ -290,7 +292,7 @@ def coordinate_images(n: int, side: int) -> np.ndarray:
 
 
 def all_views(loader, epochs) -> torch.Tensor:
-    return torch.cat([torch.cat([v1, v2]) for e in range(epochs) for v1, v2, _ in loader.epoch(e)])
+    return torch.cat([torch.cat([v1, v2]) for e in range(epochs) for v1, v2, _, _ in loader.epoch(e)])
 
 
 @pytest.mark.parametrize("kind", KINDS)

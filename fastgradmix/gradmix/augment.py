@@ -20,7 +20,8 @@ import torch
 from fastgradmix.common.sampling import random_derangement
 from fastgradmix.gradmix import published
 
-__all__ = ["PAPER_RECIPE", "GradMixRecipe", "MixedView", "gradmix_view", "sample_box_sides"]
+__all__ = ["PAPER_RECIPE", "CamBoxes", "GradMixRecipe", "MixedView", "cam_boxes", "gradmix_view", "paste_boxes",
+           "sample_box_sides"]
 
 
 def sample_box_sides(n: int, height: int, width: int, gamma_min: float, gamma_max: float,
@@ -70,6 +71,18 @@ class MixedView:
     partner: torch.Tensor  # (N,) int64 index of the pasted image (-1: noise was pasted)
 
 
+@dataclass
+class CamBoxes:
+    """Where each image's partner goes: steps 3-5 (CAM, box sides, position), before any paste."""
+
+    top: torch.Tensor  # (N,) int64 box corners and sides (a side may be 0 under --box-position hottest)
+    left: torch.Tensor
+    box_h: torch.Tensor
+    box_w: torch.Tensor
+    weights: torch.Tensor  # (N,) fp32 the mix term's weight w_i (the recipe's rule)
+    maps: torch.Tensor | None = None  # (N, H, W) fp32 the CAM the boxes came from (None: boxes kept from before)
+
+
 def gradmix_view(images: torch.Tensor, activations: list[torch.Tensor], gradients: list[torch.Tensor],
                  variant: str, gamma_range: tuple[float, float], generator: torch.Generator,
                  ops: SimpleNamespace, recipe: GradMixRecipe = PAPER_RECIPE) -> MixedView:
@@ -80,49 +93,57 @@ def gradmix_view(images: torch.Tensor, activations: list[torch.Tensor], gradient
     ``cam_norm="batch"`` reads). The draws from ``generator``, in this order: the box sizes, then the
     partners (``paste="partner"``) or the noise (``paste="noise"``, (N, 1, H, W) uniform).
     """
-    n, _, height, width = images.shape
-    if recipe == PAPER_RECIPE:  # the paper's form: the kernels (or their reference) for every operation
-        maps = ops.layercam([a[:n] for a in activations], [g[:n] for g in gradients], out_size=(height, width),
-                            variant=variant)  # (N, H, W)
-        box_h, box_w = sample_box_sides(n, height, width, *gamma_range, generator, images.device)  # (N,) each
-        top, left = ops.window_argmax(maps, box_h, box_w)  # (N,) each, int64
-        partner = random_derangement(n, generator, images.device)  # (N,)
-        mixed = ops.paste_resized(images, images[partner], top, left, box_h, box_w)  # (N, C, H, W)
-        weights = (box_h * box_w).float() / float(height * width)  # (N,)
-        return MixedView(mixed, weights, maps, top, left, box_h, box_w, partner)
-    return _recipe_view(images, activations, gradients, variant, gamma_range, generator, ops, recipe)
+    boxes = cam_boxes(images, activations, gradients, variant, gamma_range, generator, ops, recipe)
+    return paste_boxes(images, boxes, generator, ops, recipe)
 
 
-def _recipe_view(images: torch.Tensor, activations: list[torch.Tensor], gradients: list[torch.Tensor],
-                 variant: str, gamma_range: tuple[float, float], generator: torch.Generator,
-                 ops: SimpleNamespace, recipe: GradMixRecipe) -> MixedView:
-    """``gradmix_view`` with one or more of the published code's variants (published.py); the steps that
-    keep the paper's form still use ``ops`` (kernels on CUDA)."""
+def cam_boxes(images: torch.Tensor, activations: list[torch.Tensor], gradients: list[torch.Tensor],
+              variant: str, gamma_range: tuple[float, float], generator: torch.Generator,
+              ops: SimpleNamespace, recipe: GradMixRecipe = PAPER_RECIPE) -> CamBoxes:
+    """Steps 3-5: the CAM at input resolution, the box sides (the generator's first draw), the box positions
+    and the weights w_i; ``images`` only gives the shape and device. ``--cam-schedule epoch`` keeps these
+    boxes for the image's next epoch (training/mixed_views/epoch_boxes.py)."""
     n, _, height, width = images.shape
     if recipe.cam_norm == "batch":
         maps = published.batch_normalised_cam(activations, gradients, (height, width), variant)[:n]  # (N, H, W)
     else:
         maps = ops.layercam([a[:n] for a in activations], [g[:n] for g in gradients], out_size=(height, width),
-                            variant=variant)
-    cut_h, cut_w = published.box_cuts(n, height, width, *gamma_range, recipe.box_share, recipe.box_draw,
-                                      generator, images.device)  # (N,) each, the drawn sides
+                            variant=variant)  # (N, H, W)
+    if recipe.box_share == "per-image" and recipe.box_draw == "side":  # the paper's draw (the kernels' sizes)
+        box_h, box_w = sample_box_sides(n, height, width, *gamma_range, generator, images.device)  # (N,) each
+        cut_h, cut_w = box_h, box_w
+    else:
+        cut_h, cut_w = published.box_cuts(n, height, width, *gamma_range, recipe.box_share, recipe.box_draw,
+                                          generator, images.device)  # (N,) each, the drawn sides
+        box_h, box_w = cut_h.clamp(1, height), cut_w.clamp(1, width)  # the window search needs >= 1 pixel
     if recipe.box_position == "hottest":
         top, left, box_h, box_w = published.hottest_pixel_boxes(maps, cut_h, cut_w)
-    else:  # the window search needs a box of at least one pixel that fits
-        box_h, box_w = cut_h.clamp(1, height), cut_w.clamp(1, width)
-        top, left = ops.window_argmax(maps, box_h, box_w)
+    else:
+        top, left = ops.window_argmax(maps, box_h, box_w)  # (N,) each, int64
+    if recipe.weight == "remaining":  # published: 1 - the drawn (unclipped) box area, whatever was pasted
+        weights = 1 - (cut_h * cut_w).float() / float(height * width)
+    else:  # the pasted box's area fraction
+        weights = (box_h * box_w).float() / float(height * width)
+    return CamBoxes(top, left, box_h, box_w, weights, maps)
+
+
+def paste_boxes(images: torch.Tensor, boxes: CamBoxes, generator: torch.Generator, ops: SimpleNamespace,
+                recipe: GradMixRecipe = PAPER_RECIPE) -> MixedView:
+    """Steps 6-8: draws the partners (a derangement) or the noise from ``generator`` and pastes into each box
+    of ``images`` (N, C, H, W). A box with a 0 side pastes nothing (mixed_i = images_i)."""
+    n, _, height, width = images.shape
+    top, left, box_h, box_w = boxes.top, boxes.left, boxes.box_h, boxes.box_w
+    maps = boxes.maps if boxes.maps is not None else images.new_zeros((n, height, width), dtype=torch.float32)
     if recipe.paste == "noise":
         partner = torch.full((n,), -1, dtype=torch.int64, device=images.device)
         noise = torch.rand((n, 1, height, width), generator=generator, device=images.device)  # (N, 1, H, W)
         mixed = published.paste_noise(images, top, left, box_h, box_w, noise)
-    else:
-        partner = random_derangement(n, generator, images.device)  # (N,)
-        # paste_resized needs a box of at least one pixel; an empty box (a 0 side) pastes nothing
-        empty = (box_h == 0) | (box_w == 0)
+        return MixedView(mixed, boxes.weights, maps, top, left, box_h, box_w, partner)
+    partner = random_derangement(n, generator, images.device)  # (N,)
+    if recipe.box_position == "hottest" or boxes.maps is None:  # boxes that may be empty (a 0 side)
+        empty = (box_h == 0) | (box_w == 0)  # (N,)
         pasted = ops.paste_resized(images, images[partner], top, left, box_h.clamp_min(1), box_w.clamp_min(1))
         mixed = torch.where(empty.view(n, 1, 1, 1), images, pasted)
-    if recipe.weight == "remaining":  # published: 1 - the drawn (unclipped) box area, whatever was pasted
-        weights = 1 - (cut_h * cut_w).float() / float(height * width)
-    else:
-        weights = (box_h * box_w).float() / float(height * width)
-    return MixedView(mixed, weights, maps, top, left, box_h, box_w, partner)
+    else:  # the window search's boxes always hold at least one pixel
+        mixed = ops.paste_resized(images, images[partner], top, left, box_h, box_w)  # (N, C, H, W)
+    return MixedView(mixed, boxes.weights, maps, top, left, box_h, box_w, partner)

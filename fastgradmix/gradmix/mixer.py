@@ -32,11 +32,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from fastgradmix.gradmix.augment import MixedView, gradmix_view
+from fastgradmix.gradmix.augment import PAPER_RECIPE, CamBoxes, MixedView, cam_boxes, gradmix_view, paste_boxes
 from fastgradmix.gradmix.capture import CamCapture
 from fastgradmix.gradmix.ops import resolve_ops
 
-__all__ = ["GradMix", "MixedView"]
+__all__ = ["CamBoxes", "GradMix", "MixedView"]
 
 CAM_WEIGHTINGS = ("layercam", "gradcam")  # LayerCAM (GradMix) or GradCAM (the "gradcam-mix" ablation)
 BACKENDS = ("auto", "triton", "reference")  # ops.resolve_ops's choices
@@ -131,6 +131,29 @@ class GradMix:
         boxes ``top``, ``left``, ``box_h``, ``box_w`` (N,) int64, ``partner`` (N,) int64 (the image pasted
         into box i), ``maps`` (N, H, W) the CAM at input resolution.
         """
+        n = images.shape[0]
+        activations = self._checked_activations(n)
+        cam_acts, cam_grads = self._cam_tensors(activations, self._gradients(activations, loss), n)
+        return gradmix_view(images.detach(), cam_acts, cam_grads, self.cam, self.gamma,
+                            self._generator_for(images, generator), self._ops_for(images.device), **self.view_options)
+
+    def find_boxes(self, images: torch.Tensor, generator: torch.Generator | None = None) -> CamBoxes:
+        """Steps 3-5 only (CAM, box sides, positions, weights) from the captured forward and the gradient the
+        last backward recorded at the layers (cam_grad "detached"): where ``mix`` would paste, without
+        pasting. ``images`` (N, C, H, W) gives the shape and device. The trainer's ``--cam-schedule epoch``
+        keeps these boxes for the images' next epoch and pastes them there with ``paste``."""
+        activations = self._checked_activations(images.shape[0])
+        cam_acts, cam_grads = self._cam_tensors(activations, self._gradients(activations, None), images.shape[0])
+        return cam_boxes(images.detach(), cam_acts, cam_grads, self.cam, self.gamma,
+                         self._generator_for(images, generator), self._ops_for(images.device), self._recipe)
+
+    def paste(self, images: torch.Tensor, boxes: CamBoxes, generator: torch.Generator | None = None) -> MixedView:
+        """Steps 6-8 into given boxes (``find_boxes``'s, possibly from an earlier step): partners (or noise)
+        drawn from the generator, pasted; a box with a 0 side leaves its image as it is."""
+        return paste_boxes(images.detach(), boxes, self._generator_for(images, generator),
+                           self._ops_for(images.device), self._recipe)
+
+    def _checked_activations(self, n: int) -> list[torch.Tensor]:
         activations = self._capture.activations  # per layer (B, C_l, h_l, w_l)
         if not activations or any(a is None for a in activations):
             raise RuntimeError("GradMix.mix: no captured forward; run the model on these images inside "
@@ -138,20 +161,20 @@ class GradMix:
         if not all(a.requires_grad for a in activations):
             raise RuntimeError("GradMix.mix: the captured forward has no gradient (torch.no_grad, or every "
                                "parameter before the layers frozen); GradMix needs dL/dA at the layers")
-        n = images.shape[0]
         if any(a.shape[0] < n for a in activations):
             raise ValueError(f"GradMix.mix: {n} images but the captured forward held {activations[0].shape[0]}")
-        gradients = self._gradients(activations, loss)  # per layer, as the activations
-        # the images' rows, or every captured row when the CAM is normalised over the whole batch (the
-        # published code's --cam-norm batch spans both views); gradmix_view mixes the first N either way
+        return activations
+
+    def _cam_tensors(self, activations: list[torch.Tensor], gradients: list[torch.Tensor],
+                     n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The detached rows the CAM reads: the images' first N, or every captured row when the CAM is
+        normalised over the whole batch (the published code's --cam-norm batch spans both views); the
+        captures are spent (freed now, not at the next forward)."""
         rows = slice(None) if self._normalised_over_batch else slice(0, n)
         cam_acts = [a[rows].detach() for a in activations]  # each (N or B, C_l, h_l, w_l)
         cam_grads = [g[rows].detach() for g in gradients]
-        self._capture.activations, self._capture.gradients = [], []  # spent: free them now, not at the next forward
-        if generator is None:
-            generator = self._generator(images.device)
-        return gradmix_view(images.detach(), cam_acts, cam_grads, self.cam, self.gamma, generator,
-                            self._ops_for(images.device), **self.view_options)
+        self._capture.activations, self._capture.gradients = [], []
+        return cam_acts, cam_grads
 
     def _gradients(self, activations: list[torch.Tensor], loss: torch.Tensor | None) -> list[torch.Tensor]:
         if self.cam_grad == "exact":
@@ -169,6 +192,14 @@ class GradMix:
     def remove(self) -> None:
         """Take the hooks off the model (GradMix is unusable after)."""
         self._capture.remove()
+
+    @property
+    def _recipe(self):
+        return self.view_options.get("recipe", PAPER_RECIPE)
+
+    def _generator_for(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
+        """The caller's generator, or this mixer's own for the images' device."""
+        return self._generator(images.device) if generator is None else generator
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:

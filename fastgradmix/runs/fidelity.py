@@ -89,9 +89,9 @@ ROWS: tuple[Row, ...] = (
         _o("cam_layers")),
     Row("CAM normalisation", "per image by its max (DESIGN.md section 2, step 3)",
         "datautil.layer_salient_maps: one min-max over the batch (both views) per layer", _o("cam_norm")),
-    Row("CAM timing", "every step, from the current model", "every step, a separate forward + backward in "
-        "train mode (BatchNorm running statistics move once more)",
-        fixed="every step, from the clean forward (no extra BatchNorm update); no option"),
+    Row("CAM schedule", "\"after each epoch\": the activated areas found in one epoch are masked in the next "
+        "(the method's description)", "every step, a separate forward + backward in train mode (BatchNorm "
+        "running statistics move once more)", _o("cam_schedule")),
     Row("box size", "gamma_i ~ U(0.1, 0.5) per image, sides round(gamma H) (step 4)",
         "datautil.salient_cutmix: lam0 = 0.5 + 0.4 Beta(1,1) once per batch; rand_bbox: side int(H sqrt(1 - lam0))",
         _o("box_share", "box_draw", "gamma_min", "gamma_max")),

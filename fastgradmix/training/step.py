@@ -37,8 +37,14 @@ so starts no reduction (its backward through the losses' all-gather is a collect
 detached mode's first backward runs under ``no_sync`` (forward included, DDP decides at forward time), its
 gradients stay local and the final backward all-reduces their sum with the mix term's.
 
-Checkpoints: ``state_dict()`` holds "optimizer", "scaler" and the objective's state under its
-``state_key`` ("moco"); ``load_state_dict`` restores the same entries (the loop adds "model", "epoch", ...).
+``--cam-schedule epoch`` (mixed_views/epoch_boxes.py) changes steps 2-8: the mixed view pastes into the boxes
+each image got in its previous epoch (none in the first epoch: L_con alone), the step's one backward records
+G, and after it the CAM places the boxes for the images' next epoch. The loop passes each batch's dataset
+rows (``indices``) and calls ``begin_epoch`` / ``end_epoch`` around the epoch's steps.
+
+Checkpoints: ``state_dict()`` holds "optimizer", "scaler", the objective's state under its ``state_key``
+("moco") and the mixed view's under its own ("cam_boxes"); ``load_state_dict`` restores the same entries (the
+loop adds "model", "epoch", ...).
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ class TrainStep:
     ``model`` is what the step runs: the model or its DistributedDataParallel wrapper.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, device: torch.device):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg, device: torch.device,
+                 num_images: int | None = None):
         self.model = model
         self.module = unwrap(model)  # the bare model: CAM layers, MoCo's key encoder
         self.optimizer = optimizer
@@ -79,7 +86,7 @@ class TrainStep:
         self.device = device
         resolve_ops(cfg.gradmix_backend, device)  # a backend this device cannot run is an error whatever --aug
         # the strategy first: its CAM hooks exist before MoCo copies the model (the copy drops them)
-        self.mixing = build_mixed_view(cfg, self.module, device)
+        self.mixing = build_mixed_view(cfg, self.module, device, num_images)  # num_images: --cam-schedule epoch
         self.objective = build_objective(cfg, self.module)  # MoCo: the key encoder copies the model as it is now
         self.amp_dtype = None
         if cfg.amp:
@@ -113,6 +120,8 @@ class TrainStep:
         state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
         if self.objective.state_key is not None:
             state[self.objective.state_key] = self.objective.state_dict()
+        if self.mixing.state_key is not None:  # --cam-schedule epoch: the kept boxes
+            state[self.mixing.state_key] = self.mixing.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -122,6 +131,16 @@ class TrainStep:
         self.scaler.load_state_dict(state["scaler"])
         if self.objective.state_key is not None:  # key encoder, queue and its pointer: the exact MoCo state
             self.objective.load_state_dict(state[self.objective.state_key])
+        if self.mixing.state_key is not None:
+            self.mixing.load_state_dict(state[self.mixing.state_key])
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Before the first step of ``epoch`` (0-based), also the first epoch of a resumed run."""
+        self.mixing.begin_epoch(epoch)
+
+    def end_epoch(self) -> None:
+        """After an epoch's last step, on every rank, before its checkpoint is saved."""
+        self.mixing.end_epoch()
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -132,19 +151,22 @@ class TrainStep:
         return self.model(images.contiguous(memory_format=self.memory_format))
 
     def __call__(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """view1, view2 (N, C, H, W) float; labels (N,) int64. Returns detached scalar losses (on the device).
+                 generator: torch.Generator, indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """view1, view2 (N, C, H, W) float; labels (N,) int64; indices (N,) int64 the images' rows of the
+        training set (needed by --cam-schedule epoch only). Returns detached scalar losses (on the device).
 
         Batches may come from the host (pinned memory): the copies are asynchronous.
         """
         view1, view2, labels = (t.to(self.device, non_blocking=True) for t in (view1, view2, labels))
+        if indices is not None:
+            indices = indices.to(self.device, non_blocking=True)
         self.timer.start("step")
-        losses = self._step(view1, view2, labels, generator)
+        losses = self._step(view1, view2, labels, generator, indices)
         self.timer.stop("step")
         return losses
 
     def _step(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor,
-              generator: torch.Generator) -> dict[str, torch.Tensor]:
+              generator: torch.Generator, indices: torch.Tensor | None) -> dict[str, torch.Tensor]:
         lam = self.cfg.lam
         self.optimizer.zero_grad(set_to_none=True)
         self.objective.before_step(view2, generator, self.autocast)  # moco: keys of v2 (draws the key split)
@@ -164,7 +186,12 @@ class TrainStep:
                     self.mixing.cam_gradient(self.objective.cam_loss(terms, self.cfg.cam_loss), self.scaler)
         # 3-8. the mixed view of v1: images (N, C, H, W), weights w (N,)
         with self.timer.section("augment"):
-            mixed = self.mixing.make(view1, generator)
+            mixed = self.mixing.make(view1, generator, indices)
+        if mixed is None:  # --cam-schedule epoch's first epoch: no kept box yet, the loss is L_con alone
+            self.scaler.scale(clean_loss).backward()
+            terms["mix"] = torch.zeros_like(clean_loss)
+            self._after_backward(view1, generator, indices)
+            return self._finish(terms)
         if self.cfg.tensorboard:
             self.last_mixed_view = mixed
         # 9. the mixed view's loss, weighted per image by w_i
@@ -177,9 +204,15 @@ class TrainStep:
             self.scaler.scale(lam * mix).backward()
         else:
             self.scaler.scale(clean_loss + lam * mix).backward()
+        self._after_backward(view1, generator, indices)
         terms["mix"] = mix
         terms["loss"] = clean_loss + lam * mix
         return self._finish(terms)
+
+    def _after_backward(self, view1: torch.Tensor, generator: torch.Generator, indices: torch.Tensor | None) -> None:
+        if self.mixing.works_after_backward:  # --cam-schedule epoch: the boxes of the images' next epoch
+            with self.timer.section("augment"):
+                self.mixing.after_backward(view1, generator, indices)
 
     def _local_gradients(self):
         """no_sync for the clean pass of a strategy that back-propagates L_con itself (--cam-grad detached)

@@ -127,7 +127,8 @@ class _Output:
 
 
 class DaliLoader:
-    """Training batches (view1, view2, labels) from a DALI pipeline, one pipeline per epoch.
+    """Training batches (view1, view2, labels, indices) from a DALI pipeline, one pipeline per epoch (indices:
+    the (B,) int64 host rows the pipeline was fed for that batch).
 
     ``files`` (one path per row of ``images``) switches to the file reader; otherwise the uint8 ``images``
     (N, C, H, W) are the source. ``workers`` is DALI's thread count.
@@ -179,17 +180,18 @@ class DaliLoader:
                              labels)
         return pipe
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         batches = epoch_batches(self.n, self.batch_size, self.seed, epoch, self.rank, self.world_size)
         pipe = self._pipeline(epoch, batches)
         reader = {"reader_name": "reader"} if self.files is not None else {}
         outputs = DALIGenericIterator([pipe], ["view1", "view2", "labels"], last_batch_policy=LastBatchPolicy.DROP,
                                       auto_reset=False, **reader)
         try:
-            for _, out in zip(range(self.steps_per_epoch), outputs, strict=False):
+            # both sources read the rows of ``batches`` in order, one row per output batch
+            for rows, out in zip(batches, outputs, strict=False):
                 batch = out[0]
                 yield (self.output.views(batch["view1"]), self.output.views(batch["view2"]),
-                       self.output.labels(batch["labels"]))
+                       self.output.labels(batch["labels"]), torch.from_numpy(rows))
         finally:
             del outputs, pipe  # the pipeline's threads and buffers go with it
 

@@ -35,11 +35,12 @@ class DeviceResidentLoader:
     def describe(self) -> str:
         return f"device (dataset resident on {self.device}, batched tensor ops)"
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(view1, view2, labels, indices) per step; indices (B,) int64 on the device."""
         rows = epoch_batches(self.images.shape[0], self.batch_size, self.seed, epoch, self.rank, self.world_size)
         batches = torch.from_numpy(rows)  # (steps, B): one copy to the device per epoch, asynchronous on a GPU
         batches = batches.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else batches
         generator = seeded_generator(self.seed, epoch, DEVICE_AUGMENT_STREAM, self.device, self.rank)
         for batch in batches:
             view1, view2 = two_views(self.images[batch], self.spec, generator)
-            yield view1, view2, self.labels[batch]
+            yield view1, view2, self.labels[batch], batch

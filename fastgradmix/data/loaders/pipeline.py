@@ -1,10 +1,12 @@
 """Input pipelines: the loader seam of the training loop, evaluation views, and the factory.
 
-Every training loader has ``steps_per_epoch`` and ``epoch(epoch)``, which yields (view1, view2, labels)
-batches: views (B, C, size, size) float, labels (B,) int64. Evaluation views (``EvalViews.batches(images,
-batch_size)``) are un-augmented normalised views of uint8 (N, C, H, W) images in stored order, the last
-batch partial; the chosen loader makes the pixels (resized when needed) and the normalisation is the same
-code for all, so without resizing every loader gives evaluation inputs identical to augment.eval_view.
+Every training loader has ``steps_per_epoch`` and ``epoch(epoch)``, which yields (view1, view2, labels,
+indices) batches: views (B, C, size, size) float, labels (B,) int64, indices (B,) int64 the rows of the
+training set the batch was made from (``--cam-schedule epoch`` keeps a box per row). Evaluation views
+(``EvalViews.batches(images, batch_size)``) are un-augmented normalised views of uint8 (N, C, H, W) images
+in stored order, the last batch partial; the chosen loader makes the pixels (resized when needed) and the
+normalisation is the same code for all, so without resizing every loader gives evaluation inputs identical
+to augment.eval_view.
 Three implementations, chosen with ``--loader``:
 
 - ``dali`` (dali.py): NVIDIA DALI pipelines, on the GPU or CPU-only;
@@ -37,7 +39,7 @@ LOADER_KINDS = ("auto", "dali", "torch", "device")
 class TrainLoader(Protocol):
     steps_per_epoch: int
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]: ...
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]: ...
 
     def describe(self) -> str: ...
 

@@ -64,7 +64,8 @@ def _seeded(seed: int):
 
 
 class _TwoViews(Dataset):
-    """key (epoch, index) -> (view1, view2, label) of image ``index``, seeded per (seed, epoch, rank, index)."""
+    """key (epoch, index) -> (view1, view2, label, index) of image ``index``, seeded per (seed, epoch, rank,
+    index); the index comes back with the views (collated to (B,) int64)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: AugmentSpec, seed: int, rank: int):
         self.images, self.labels = images, labels  # (N, C, H, W) uint8, (N,) int64
@@ -78,7 +79,7 @@ class _TwoViews(Dataset):
         epoch, index = key
         image = self.images[index]
         with _seeded(mix_seed(self.seed, epoch, self.rank, index)):
-            return self.transform(image), self.transform(image), self.labels[index]
+            return self.transform(image), self.transform(image), self.labels[index], index
 
 
 class _EpochBatches:
@@ -95,7 +96,8 @@ class _EpochBatches:
 
 
 class TorchLoader:
-    """Training batches (view1, view2, labels) from a DataLoader with ``workers`` processes (0: in-process)."""
+    """Training batches (view1, view2, labels, indices) from a DataLoader with ``workers`` processes (0:
+    in-process)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: AugmentSpec, batch_size: int, seed: int,
                  device: torch.device, *, workers: int = 2, rank: int = 0, world_size: int = 1):
@@ -111,7 +113,7 @@ class TorchLoader:
     def describe(self) -> str:
         return f"torch (torchvision v2 per sample, {self.workers} DataLoader workers)"
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         rows = epoch_batches(self.n, self.batch_size, self.seed, epoch, self.rank, self.world_size)
         self.sampler.batches = [[(epoch, index) for index in row] for row in rows.tolist()]
         yield from self.loader

@@ -45,14 +45,21 @@ class CamGuidedMix(MixedViewStrategy):
     def __init__(self, aug: str, cfg, module: nn.Module, device: torch.device):
         super().__init__(aug, cfg, module, device)
         self.exact = cfg.cam_grad == "exact"
-        self.backpropagates_clean_loss = not self.exact
         self.recipe = GradMixRecipe.from_config(cfg)  # the paper's form, or published variants (FIDELITY.md)
         # the step passes its own generator (GRADMIX_STREAM of the run's seed) to every mix: no seed here
         self.mixer = GradMix(module, cfg.cam_layer_list(), gamma=(cfg.gamma_min, cfg.gamma_max),
-                             cam=CAM_VARIANTS[aug], cam_grad=cfg.cam_grad, backend=cfg.gradmix_backend, seed=0,
-                             recipe=self.recipe)
+                             cam=CAM_VARIANTS[aug], cam_grad=self.mixer_cam_grad(cfg), backend=cfg.gradmix_backend,
+                             seed=0, recipe=self.recipe)
         self._capturing: AbstractContextManager | None = None
         self._cam_loss: torch.Tensor | None = None  # exact mode: the (scaled) loss whose CAM places the boxes
+
+    def mixer_cam_grad(self, cfg) -> str:
+        """How the mixer gets G: as --cam-grad says (the epoch schedule records it in the step's backward)."""
+        return cfg.cam_grad
+
+    @property
+    def backpropagates_clean_loss(self) -> bool:
+        return not self.exact
 
     @property
     def cam_modules(self) -> list[nn.Module]:
@@ -78,7 +85,7 @@ class CamGuidedMix(MixedViewStrategy):
             scaler.scale(clean_loss).backward()
             self._cam_loss = None
 
-    def make(self, view1: torch.Tensor, generator: torch.Generator) -> MixedView:
+    def make(self, view1: torch.Tensor, generator: torch.Generator, indices: torch.Tensor | None = None) -> MixedView:
         """Steps 3-8 from the captured tensors (``GradMix.mix``): the first view's rows of the clean forward
         (which may hold 2N), or all rows for ``--cam-norm batch``."""
         loss, self._cam_loss = self._cam_loss, None

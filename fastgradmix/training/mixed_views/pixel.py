@@ -176,5 +176,5 @@ class PixelMix(MixedViewStrategy):
             raise ValueError(f"unknown mixing augmentation {aug!r}; choose one of {MIXING_AUGS}")
         self.alpha = cfg.mix_alpha
 
-    def make(self, view1: torch.Tensor, generator: torch.Generator) -> MixedBatch:
+    def make(self, view1: torch.Tensor, generator: torch.Generator, indices: torch.Tensor | None = None) -> MixedBatch:
         return mixed_view(self.aug, view1, self.alpha, generator)
