@@ -89,6 +89,6 @@ def test_when_compiling_pays():
                      f"({eager / compiled:.2f}x), compile {compile_s:.0f} s: pays after {break_even:.0f} steps"
                      + (f" (the default digits run has {DIGITS_RUN_STEPS})" if name == "digits" else ""))
     print("\n".join(lines))
-    # --precision auto leaves --compile off on a CPU: right while the default run does not reach the break-even
+    # --compile stays off by default on a CPU: right while the default run does not reach the break-even
     digits_saved = STEADY["digits", "eager"] - STEADY["digits", "compiled"]
     assert digits_saved <= 0 or COMPILE_S["digits"] / digits_saved > DIGITS_RUN_STEPS, "\n".join(lines)

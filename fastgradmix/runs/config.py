@@ -121,6 +121,10 @@ class Config:
     cam_grad: str = option("exact", "exact: autograd.grad of the clean loss down to the CAM layer; "
                            "detached: grads from the full backward, clean features detached in l_mix",
                            ("exact", "detached"))
+    cam_schedule: str = option("step", "when the CAM places the boxes: step (every step, from the current model, as "
+                               "the published code) or epoch (the paper's text: each image's box found in its "
+                               "previous epoch, kept per image; no mixed view in the first epoch)",
+                               ("step", "epoch"))
     gamma_min: float = option(0.1, "smallest box side as a fraction of the image side", above=0, high=1)
     gamma_max: float = option(0.5, "largest box side as a fraction of the image side", low=0, high=1)
     gradmix_backend: str = option("auto", "GradMix ops: triton kernels on CUDA (auto), or the PyTorch "
@@ -147,7 +151,8 @@ class Config:
     amp: bool = option(False, "alias: --amp is --precision bf16 (fp16 with --amp-dtype fp16), --no-amp fp32")
     amp_dtype: str = option("bf16", "autocast dtype of --amp", ("bf16", "fp16"))
     channels_last: bool | None = option(None, "channels_last model and inputs (default: with bf16/fp16, not fp32)")
-    compile: bool = option(False, "torch.compile the model, in regions split at the CAM layers (slow to start)")
+    compile: bool = option(False, "torch.compile the model, in regions split at the CAM layers (slow to start; off "
+                           "by default: on the 2-core test CPU the compiled step is slower, bench/RESULTS.md)")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)", low=0, high=MAX_THREADS)
     loader: str = option("auto", "input pipeline: dali (NVIDIA DALI, GPU or CPU), torch (torchvision per sample in "
                          "DataLoader workers), device (dataset on the device, batched views); auto = dali if "
@@ -280,6 +285,12 @@ def fidelity_checks(cfg: Config) -> list[tuple[bool, str]]:
         (not (cfg.cam_loss == "self-supervised" and cfg.cam_grad == "detached"),
          "--cam-grad detached takes the CAM gradient from L_con's backward; --cam-loss self-supervised needs "
          "--cam-grad exact"),
+        (cfg.cam_schedule == "step" or cfg.aug in ("gradmix", "gradcam-mix"),
+         f"--cam-schedule epoch keeps the boxes of a CAM-placed view: use --aug gradmix or gradcam-mix "
+         f"(got --aug {cfg.aug})"),
+        (not (cfg.cam_schedule == "epoch" and cfg.cam_loss == "self-supervised"),
+         "--cam-schedule epoch takes the CAM gradient from the step's own backward; --cam-loss self-supervised "
+         "needs --cam-schedule step"),
         (not (cfg.mix_anchors == "clean" and cfg.method == "moco"),
          "--mix-anchors clean is the two-view form of SupCon/SimCLR; MoCo's mix term anchors the mixed query "
          "(use --mix-anchors mixed)"),

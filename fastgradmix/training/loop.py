@@ -121,7 +121,7 @@ def _set_up(cfg: Config) -> Session:
     model = agreed(lambda: _build_model(cfg, data.channels, data.num_known, device))
     train_model = wrap_model(model, device)  # DDP: rank 0's initial weights are broadcast to every rank
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)  # fused: one kernel, no host reads
-    step_fn = agreed(lambda: TrainStep(train_model, optimizer, cfg, device))
+    step_fn = agreed(lambda: TrainStep(train_model, optimizer, cfg, device, num_images=data.train_images.shape[0]))
     if cfg.compile:  # in regions split at the CAM layers, so the CAM hooks still see real tensors
         compile_regions(model, step_fn.cam_modules)
         for module in step_fn.uncaptured_modules():  # e.g. MoCo's key encoder: no CAM hooks, one region
@@ -193,12 +193,13 @@ def _train_epoch(session: Session, epoch: int, progress: tqdm, eta: RunEta) -> N
     # GradMix's draws (partners, boxes), a stream per rank like the augmentations
     mix_generator = seeded_generator(cfg.seed, epoch, GRADMIX_STREAM, session.device, collectives.rank())
     pending, window_start, window_images = [], time.perf_counter(), 0
-    for index, (view1, view2, labels) in enumerate(loader.epoch(epoch)):
+    step_fn.begin_epoch(epoch)
+    for index, (view1, view2, labels, rows) in enumerate(loader.epoch(epoch)):
         step = epoch * steps_per_epoch + index
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg.lr_schedule, cfg.lr, step, steps_per_epoch, cfg.epochs)
         try:
-            losses = step_fn(view1, view2, labels, mix_generator)
+            losses = step_fn(view1, view2, labels, mix_generator, rows)  # rows: the batch's dataset indices
         except torch.cuda.OutOfMemoryError:
             raise UserError(out_of_memory_message(cfg, step)) from None
         pending.append(losses)
@@ -212,6 +213,7 @@ def _train_epoch(session: Session, epoch: int, progress: tqdm, eta: RunEta) -> N
                 if line:
                     progress.write(line)
             pending, window_start, window_images = [], time.perf_counter(), 0
+    step_fn.end_epoch()  # --cam-schedule epoch: the ranks merge the boxes they found (before the checkpoint)
 
 
 def _log_window(session: Session, pending: list[dict[str, torch.Tensor]], epoch: int, step: int,
