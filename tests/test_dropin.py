@@ -78,7 +78,7 @@ def test_mix_equals_the_trainers_augmentation(aug, cam, cam_grad):
     step = TrainStep(trainer_model, torch.optim.Adam(trainer_model.parameters(), 1e-3), cfg, torch.device("cpu"))
     made = []
     make = step.mixing.make
-    step.mixing.make = lambda images, generator: made.append(make(images, generator)) or made[-1]
+    step.mixing.make = lambda images, generator, indices=None: made.append(make(images, generator, indices)) or made[-1]
     step(view1, view2, labels, torch.Generator().manual_seed(5))
     trainer_view = made[0]
 

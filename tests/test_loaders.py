@@ -170,7 +170,7 @@ def test_same_seed_same_batches_other_seed_or_epoch_not(kind, tmp_path):
             assert torch.equal(x, y)
     assert not torch.equal(a[0][0], other_seed[0][0])
     # every image is augmented afresh each epoch: its view in epoch 1 is not its view in epoch 0
-    by_epoch = [{int(label): view for view1, _, labels in a[4 * e:4 * e + 4]
+    by_epoch = [{int(label): view for view1, _, labels, _ in a[4 * e:4 * e + 4]
                  for label, view in zip(labels, view1, strict=True)} for e in (0, 1)]
     assert by_epoch[0].keys() == by_epoch[1].keys() == set(range(32))
     assert all(not torch.equal(by_epoch[0][i], by_epoch[1][i]) for i in range(32))
