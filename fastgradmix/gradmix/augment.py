@@ -63,7 +63,7 @@ PAPER_RECIPE = GradMixRecipe()
 class MixedView:
     images: torch.Tensor  # (N, C, H, W) v1 with a resized partner pasted into each box
     weights: torch.Tensor  # (N,) fp32, box area / image area
-    maps: torch.Tensor  # (N, H, W) fp32 CAM at input resolution
+    maps: torch.Tensor | None  # (N, H, W) fp32 CAM at input resolution (None: pasted into boxes kept from before)
     top: torch.Tensor  # (N,) int64 box corners and sides
     left: torch.Tensor
     box_h: torch.Tensor
@@ -81,6 +81,7 @@ class CamBoxes:
     box_w: torch.Tensor
     weights: torch.Tensor  # (N,) fp32 the mix term's weight w_i (the recipe's rule)
     maps: torch.Tensor | None = None  # (N, H, W) fp32 the CAM the boxes came from (None: boxes kept from before)
+    may_be_empty: bool = False  # some box may have a 0 side (hottest-pixel boxes, kept boxes of unseen images)
 
 
 def gradmix_view(images: torch.Tensor, activations: list[torch.Tensor], gradients: list[torch.Tensor],
@@ -124,7 +125,7 @@ def cam_boxes(images: torch.Tensor, activations: list[torch.Tensor], gradients: 
         weights = 1 - (cut_h * cut_w).float() / float(height * width)
     else:  # the pasted box's area fraction
         weights = (box_h * box_w).float() / float(height * width)
-    return CamBoxes(top, left, box_h, box_w, weights, maps)
+    return CamBoxes(top, left, box_h, box_w, weights, maps, may_be_empty=recipe.box_position == "hottest")
 
 
 def paste_boxes(images: torch.Tensor, boxes: CamBoxes, generator: torch.Generator, ops: SimpleNamespace,
@@ -133,17 +134,16 @@ def paste_boxes(images: torch.Tensor, boxes: CamBoxes, generator: torch.Generato
     of ``images`` (N, C, H, W). A box with a 0 side pastes nothing (mixed_i = images_i)."""
     n, _, height, width = images.shape
     top, left, box_h, box_w = boxes.top, boxes.left, boxes.box_h, boxes.box_w
-    maps = boxes.maps if boxes.maps is not None else images.new_zeros((n, height, width), dtype=torch.float32)
     if recipe.paste == "noise":
         partner = torch.full((n,), -1, dtype=torch.int64, device=images.device)
         noise = torch.rand((n, 1, height, width), generator=generator, device=images.device)  # (N, 1, H, W)
         mixed = published.paste_noise(images, top, left, box_h, box_w, noise)
-        return MixedView(mixed, boxes.weights, maps, top, left, box_h, box_w, partner)
+        return MixedView(mixed, boxes.weights, boxes.maps, top, left, box_h, box_w, partner)
     partner = random_derangement(n, generator, images.device)  # (N,)
-    if recipe.box_position == "hottest" or boxes.maps is None:  # boxes that may be empty (a 0 side)
+    if boxes.may_be_empty:  # paste_resized needs a box of at least one pixel; an empty one pastes nothing
         empty = (box_h == 0) | (box_w == 0)  # (N,)
         pasted = ops.paste_resized(images, images[partner], top, left, box_h.clamp_min(1), box_w.clamp_min(1))
         mixed = torch.where(empty.view(n, 1, 1, 1), images, pasted)
     else:  # the window search's boxes always hold at least one pixel
         mixed = ops.paste_resized(images, images[partner], top, left, box_h, box_w)  # (N, C, H, W)
-    return MixedView(mixed, boxes.weights, maps, top, left, box_h, box_w, partner)
+    return MixedView(mixed, boxes.weights, boxes.maps, top, left, box_h, box_w, partner)

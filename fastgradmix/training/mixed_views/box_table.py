@@ -44,7 +44,7 @@ class BoxTable:
         An image without a box yet gets sides 0 (nothing is pasted) and weight 0 (no mix term)."""
         known = self.known[indices]  # (B,)
         top, left, box_h, box_w = (getattr(self, name)[indices].to(torch.int64) * known for name in _BOX_FIELDS)
-        return CamBoxes(top, left, box_h, box_w, self.weight[indices] * known)
+        return CamBoxes(top, left, box_h, box_w, self.weight[indices] * known, may_be_empty=True)
 
     def record(self, indices: torch.Tensor, boxes: CamBoxes) -> None:
         """Keeps ``boxes`` (B rows) as the latest of images ``indices`` (B,) int64, distinct."""
